@@ -9,14 +9,65 @@ from __future__ import annotations
 
 import posixpath
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from reconciler.zato.profiles import DEFAULT_VERSION, VersionName
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?]+$")
+
+#: folders of a server directory that Zato owns; a service_sources target inside one would be overwritten by
+#: Zato (work/, pickup/), or mix our files with its configuration (config/) or logs, so it is refused
+ZATO_OWNED_DIRS = ("config", "logs", "pickup", "work")
+
+KeyPath = tuple[str | int, ...]
+
+
+class Problems(ValueError):
+    """One or more problems found by a cross-field validator, each at a key path relative to the model.
+
+    A plain ValueError from a model validator can only point at the whole mapping and carry one message; this
+    one lets the loader put every problem on its own line (`clusters[0].servers[2].name`). `str()` of it is
+    still a readable sentence for code that validates without the loader.
+    """
+
+    def __init__(self, problems: list[tuple[KeyPath, str]]) -> None:
+        self.problems: tuple[tuple[KeyPath, str], ...] = tuple(problems)
+        super().__init__("; ".join(f"{format_key_path(at)}: {msg}" if at else msg for at, msg in self.problems))
+
+
+def format_key_path(path: KeyPath) -> str:
+    """`("clusters", 0, "servers", 1, "path")` -> `clusters[0].servers[1].path`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _repo_relative(v: str, what: str = "path") -> str:
+    """A path inside the services repository: relative, no `..` part; returned normalised (`./a/` -> `a`)."""
+    if not v.strip():
+        raise ValueError(f"must not be empty; give a {what} relative to the repository root")
+    if v.startswith("/"):
+        raise ValueError(f"must be relative to the repository root, not absolute, got {v!r}")
+    if ".." in v.split("/"):
+        raise ValueError(f"must stay inside the repository: no '..' components, got {v!r}")
+    return posixpath.normpath(v)
+
+
+def _hot_deploy_glob(given: str) -> str:
+    v = _repo_relative(given, "glob")
+    if not (v.endswith(".py") or v.endswith("*")):
+        raise ValueError(f"must name .py modules: end the glob in '.py' or '*' (e.g. 'services/*.py'), got {given!r}")
+    return v
+
+
+HotDeployGlob = Annotated[str, AfterValidator(_hot_deploy_glob)]
 
 
 class _Strict(BaseModel):
@@ -28,7 +79,7 @@ class Server(_Strict):
 
     name: str = Field(pattern=_NAME, description="Unique within the cluster; used in plans, records and errors.")
     host: str = Field("localhost", min_length=1, description="SSH host (ignored by the local transport).")
-    port: int = Field(22, ge=1, le=65535, description="SSH port.")
+    port: int = Field(22, ge=1, le=65535, strict=True, description="SSH port.")
     user: str = Field("zato", min_length=1, description="SSH user; owns the server directory.")
     path: str = Field(description="Absolute path of the server directory (the one holding .zato-info).")
 
@@ -41,13 +92,38 @@ class Server(_Strict):
 
 
 class ServiceSource(_Strict):
-    """A service-sources.txt entry: a repository folder (or .py file) copied to `target`, or a dotted `module`."""
+    """A service-sources.txt entry: a repository folder or .py file copied to `target`, or a `module` name."""
 
     path: str | None = Field(None, description="A directory or .py file in the repository.")
     target: str | None = Field(
         None, description="Where `path` goes on every server: relative to the server dir, or absolute."
     )
     module: str | None = Field(None, description="Written into service-sources.txt as is.")
+
+    @field_validator("path")
+    @classmethod
+    def _path_in_repo(cls, v: str | None) -> str | None:
+        return None if v is None else _repo_relative(v)
+
+    @field_validator("target")
+    @classmethod
+    def _target_in_server(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        # the target is written into service-sources.txt as one line: Zato strips it and skips `#` lines
+        if not v.strip() or v != v.strip() or "\n" in v or "\r" in v:
+            raise ValueError(
+                f"must be a non-empty path with no surrounding whitespace or line break "
+                f"(it becomes one line of service-sources.txt), got {v!r}"
+            )
+        if v.startswith("#"):
+            raise ValueError(f"must not start with '#': service-sources.txt would skip it as a comment, got {v!r}")
+        if v.startswith("/"):
+            norm = posixpath.normpath(v)
+            if norm == "/":
+                raise ValueError("must not be '/'")
+            return norm
+        return check_server_relative_target(posixpath.normpath(v), v)
 
     @model_validator(mode="after")
     def _one_kind(self) -> ServiceSource:
@@ -58,13 +134,79 @@ class ServiceSource(_Strict):
                 raise ValueError(f"`module` must be a dotted Python name, got {self.module!r}")
         elif self.path is None or self.target is None:
             raise ValueError("give `path` and `target` (a repository folder and where it goes), or `module`")
+        else:
+            # Zato imports an entry ending in .py as a file, a directory as its *.py files, anything else as a
+            # dotted module name: the target's ending must match what `path` is
+            if self.path.endswith(".py") and not self.target.endswith(".py"):
+                raise Problems(
+                    [
+                        (
+                            ("target",),
+                            "must end in '.py' when `path` is a .py file: Zato imports an entry as a file "
+                            f"only when it ends in '.py', got {self.target!r}",
+                        )
+                    ]
+                )
+            if not self.path.endswith(".py") and self.target.endswith(".py"):
+                raise Problems(
+                    [
+                        (
+                            ("target",),
+                            "must not end in '.py' when `path` is a directory: Zato would import the entry "
+                            f"as a single file, got {self.target!r}",
+                        )
+                    ]
+                )
         return self
+
+    @property
+    def entry(self) -> str:
+        """The line this source puts into service-sources.txt."""
+        return self.module if self.module is not None else self.target  # type: ignore[return-value]
+
+
+def check_server_relative_target(norm: str, given: str) -> str:
+    """A normalised target relative to the server directory: inside it, and not one of Zato's own folders."""
+    if norm == ".":
+        raise ValueError(
+            f"must not be the server directory itself ({given!r}): its *.py files would be imported and the "
+            "reconciler would manage Zato's own files; name a folder such as 'my-services'"
+        )
+    if norm == ".." or norm.startswith("../"):
+        raise ValueError(
+            f"must stay inside the server directory, got {given!r}; use an absolute path for a folder outside it"
+        )
+    top = norm.split("/", 1)[0]
+    if top in ZATO_OWNED_DIRS:
+        raise ValueError(
+            f"must not be inside the server's {top}/ folder ({given!r}): {top}/ belongs to Zato "
+            + {
+                "config": "(its configuration, including service-sources.txt itself)",
+                "logs": "(its logs)",
+                "pickup": "(the hot-deploy pickup dir: whatever lands there is hot-deployed)",
+                "work": "(work/hot-deploy/current is rewritten by every hot-deploy)",
+            }[top]
+        )
+    return norm
 
 
 class ExtraPath(_Strict):
     """A package directory or .py file from the repository, put into the install's zato_extra_paths."""
 
     path: str = Field(description="A package directory or .py file in the repository.")
+
+    @field_validator("path")
+    @classmethod
+    def _path_in_repo(cls, v: str) -> str:
+        v = _repo_relative(v)
+        if v == ".":
+            raise ValueError("must name a package directory or .py file, not the repository root")
+        return v
+
+    @property
+    def name(self) -> str:
+        """The name it gets inside extra_paths_dir (its last path component)."""
+        return posixpath.basename(self.path)
 
 
 class HAProxy(_Strict):
@@ -77,14 +219,17 @@ class HAProxy(_Strict):
 class Rollout(_Strict):
     """How static changes are released: a rolling restart, one server at a time by default."""
 
-    max_unavailable: int = Field(1, ge=1, description="Servers of one cluster down at the same time.")
+    max_unavailable: int = Field(1, ge=1, strict=True, description="Servers of one cluster down at the same time.")
     ready_timeout: float = Field(
-        120, gt=0, description="Seconds for a restarted server to answer /zato/ping and log Started."
+        120,
+        gt=0,
+        strict=True,
+        description="Seconds for a restarted server to answer /zato/ping and log Started.",
     )
     window: str | None = Field(
         None, description="Cron expression (5 fields); static rollouts wait for it, hot-deploys never wait."
     )
-    haproxy: HAProxy | None = None
+    haproxy: HAProxy | None = Field(None, description="Drain each server in HAProxy around its restart.")
 
     @field_validator("window")
     @classmethod
@@ -98,25 +243,35 @@ class Rollout(_Strict):
 
 
 class Cluster(_Strict):
-    """A Zato cluster: servers that share one configuration database and, on 2.0 to 3.3, hot-deploy fan-out."""
+    """A Zato cluster: servers sharing one configuration database and, on 2.0 to 3.3, hot-deploy fan-out."""
 
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=_NAME, description="Unique within the manifest; used in plans, records and errors.")
     zato_version: VersionName = Field(DEFAULT_VERSION, description="Profile: 2.0, 3.0, 3.2, 3.3 or 4.1.")
     zato_command: str = Field("/opt/zato/current/bin/zato", description="The `zato` CLI on the servers' hosts.")
     transport: Literal["ssh", "local"] = Field(
         "ssh", description="ssh (default), or local for a reconciler on the same host as its servers."
     )
-    servers: list[Server] = Field(min_length=1)
-    hot_deploy: list[str] = Field(
+    servers: list[Server] = Field(min_length=1, description="The cluster's servers; at least one.")
+    hot_deploy: list[HotDeployGlob] = Field(
         default_factory=list, description="Globs relative to the repository root naming flat modules."
     )
-    service_sources: list[ServiceSource] = Field(default_factory=list)
-    extra_paths: list[ExtraPath] = Field(default_factory=list)
-    extra_paths_dir: str = Field("/opt/zato/current/zato_extra_paths")
-    rollout: Rollout = Field(default_factory=Rollout)  # type: ignore[arg-type]
+    service_sources: list[ServiceSource] = Field(
+        default_factory=list, description="Static installs through service-sources.txt (2.0 to 3.3); restart."
+    )
+    extra_paths: list[ExtraPath] = Field(
+        default_factory=list, description="Packages or modules installed into extra_paths_dir; restart."
+    )
+    extra_paths_dir: str = Field(
+        "/opt/zato/current/zato_extra_paths",
+        description="The install's zato_extra_paths folder (on sys.path of every server of that install).",
+    )
+    rollout: Rollout = Field(default_factory=Rollout, description="How static changes are rolled out.")  # type: ignore[arg-type]
     drift: Literal["heal", "report"] = Field("heal", description="What the daemon does with drift.")
     confirm_timeout: float | None = Field(
-        None, gt=0, description="Seconds to wait for every server to confirm a hot-deploy (default from settings)."
+        None,
+        gt=0,
+        strict=True,
+        description="Seconds to wait for every server to confirm a hot-deploy (default from settings).",
     )
 
     @field_validator("zato_version", mode="before")
@@ -136,16 +291,69 @@ class Cluster(_Strict):
 
     @model_validator(mode="after")
     def _cross(self) -> Cluster:
-        seen: set[str] = set()
-        for s in self.servers:
+        problems: list[tuple[KeyPath, str]] = []
+        seen: dict[str, int] = {}
+        places: dict[tuple[str, ...], int] = {}
+        for i, s in enumerate(self.servers):
             if s.name in seen:
-                raise ValueError(f"server name {s.name!r} is used twice in cluster {self.name!r}")
-            seen.add(s.name)
+                problems.append(
+                    (("servers", i, "name"), f"server name {s.name!r} is used twice in cluster {self.name!r}")
+                )
+            seen.setdefault(s.name, i)
+            # the local transport ignores host and port: one path is one server directory
+            place = (s.path,) if self.transport == "local" else (s.host, str(s.port), s.path)
+            if place in places:
+                where = "path" if self.transport == "local" else "host, port and path"
+                problems.append(
+                    (
+                        ("servers", i),
+                        f"same {where} as servers[{places[place]}]: both entries are one server directory",
+                    )
+                )
+            places.setdefault(place, i)
         if self.zato_version == "4.1" and self.service_sources:
-            raise ValueError(
-                "service_sources is not supported by zato_version 4.1 (4.1 has no service-sources.txt); "
-                "use hot_deploy, or extra_paths for code that is not a service"
+            problems.append(
+                (
+                    ("service_sources",),
+                    "service_sources is not supported by zato_version 4.1 (4.1 has no service-sources.txt); "
+                    "use hot_deploy, or extra_paths for code that is not a service",
+                )
             )
+        entries: dict[str, int] = {}
+        for j, src in enumerate(self.service_sources):
+            key = "module" if src.module is not None else "target"
+            if src.entry in entries:
+                problems.append(
+                    (
+                        ("service_sources", j, key),
+                        f"{src.entry!r} is already the {key} of service_sources[{entries[src.entry]}]; "
+                        "each entry must be unique",
+                    )
+                )
+            entries.setdefault(src.entry, j)
+            if src.target is not None and src.target.startswith("/"):
+                for s in self.servers:
+                    rel = posixpath.relpath(src.target, s.path)
+                    if rel == "." or not rel.startswith(".."):
+                        try:
+                            check_server_relative_target(rel, src.target)
+                        except ValueError as e:
+                            problems.append((("service_sources", j, "target"), f"{e} (inside server {s.name!r})"))
+                            break
+        names: dict[str, int] = {}
+        for k, extra in enumerate(self.extra_paths):
+            if extra.name in names:
+                problems.append(
+                    (
+                        ("extra_paths", k, "path"),
+                        f"{extra.path!r} would be installed as "
+                        f"{posixpath.join(self.extra_paths_dir, extra.name)}, "
+                        f"like extra_paths[{names[extra.name]}]; give them different names",
+                    )
+                )
+            names.setdefault(extra.name, k)
+        if problems:
+            raise Problems(problems)
         return self
 
 
@@ -153,15 +361,27 @@ class Manifest(_Strict):
     """The root of zato-gitops.yaml."""
 
     version: Literal[1] = Field(description="Manifest format version; 1.")
-    clusters: list[Cluster] = Field(min_length=1)
+    clusters: list[Cluster] = Field(min_length=1, description="The Zato clusters this repository feeds.")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_is_int(cls, v: Any) -> Any:
+        # Literal[1] alone would take `true` and `1.0` (both == 1)
+        if type(v) is not int:
+            shown = str(v).lower() if isinstance(v, bool) else repr(v)
+            raise ValueError(f"must be 1 (the manifest format version), got {shown}")
+        return v
 
     @model_validator(mode="after")
     def _unique_clusters(self) -> Manifest:
+        problems: list[tuple[KeyPath, str]] = []
         seen: set[str] = set()
-        for c in self.clusters:
+        for i, c in enumerate(self.clusters):
             if c.name in seen:
-                raise ValueError(f"cluster name {c.name!r} is used twice")
+                problems.append((("clusters", i, "name"), f"cluster name {c.name!r} is used twice"))
             seen.add(c.name)
+        if problems:
+            raise Problems(problems)
         return self
 
     def cluster(self, name: str) -> Cluster:

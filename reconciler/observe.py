@@ -1,0 +1,199 @@
+"""Observe a server in one round trip: a fixed POSIX sh script plus a pure parser (pyinfra's fact pattern).
+
+The script runs with the server directory as its only argument (passed as a positional parameter, never pasted
+into the script). It reads server.conf, resolves the pickup and work dirs the way Zato does (relative to
+config/repo, `~` expanded, absolute paths as given), and prints sections: the .zato-info file, the resolved paths,
+the sha256 of each `*.py` in the deployed dir and the pickup dir, the log's size and inode, and whether the pidfile
+names a live process. Only sh, awk, stat and sha256sum are needed on the server. `parse_observation` turns the
+output into an `ObservedServer` and is unit-tested on captured output.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from reconciler.errors import ReconcilerError, Stalled, Unreachable
+from reconciler.manifest.model import Cluster, Server
+from reconciler.state import LogMark, ObservedCluster, ObservedServer, ServerPaths
+from reconciler.transport import Transport, script_argv
+from reconciler.zato.profiles import profile
+
+OBSERVE_SCRIPT = r"""
+d=$1
+if ! cd "$d" 2>/dev/null; then echo "@@fatal no-dir"; exit 0; fi
+if [ ! -f .zato-info ]; then echo "@@fatal not-zato"; exit 0; fi
+if [ ! -f config/repo/server.conf ]; then echo "@@fatal no-conf"; exit 0; fi
+ini() {
+  awk -v s="[$1]" -v k="$2" '
+    /^[ \t]*\[/ { x = $0; gsub(/[ \t\r]/, "", x); sec = x; next }
+    sec == s {
+      i = index($0, "="); if (i == 0) next
+      key = substr($0, 1, i - 1); gsub(/^[ \t]+|[ \t\r]+$/, "", key)
+      if (key == k) { v = substr($0, i + 1); gsub(/^[ \t]+|[ \t\r]+$/, "", v); print v; exit }
+    }' config/repo/server.conf
+}
+res() {
+  case $1 in
+    "~") printf '%s\n' "$HOME" ;;
+    "~/"*) printf '%s/%s\n' "$HOME" "${1#??}" ;;
+    /*) printf '%s\n' "$1" ;;
+    *) printf '%s/%s\n' "$2" "$1" ;;
+  esac
+}
+repo=$(pwd -P)/config/repo
+work=$(res "$(ini main work_dir)" "$repo")
+pickup=$(res "$(ini hot_deploy pickup_dir)" "$repo")
+cwd=$(ini hot_deploy current_work_dir); [ -n "$cwd" ] || cwd=./hot-deploy/current
+current=$(res "$cwd" "$work")
+ss=$(ini main service_sources); [ -n "$ss" ] || ss=./service-sources.txt
+echo "@@info"; cat .zato-info; echo
+echo "@@paths"
+echo "server_dir=$(pwd -P)"
+echo "work_dir=$work"
+echo "pickup_dir=$pickup"
+echo "current_dir=$current"
+echo "service_sources=$(res "$ss" "$repo")"
+echo "gunicorn_bind=$(ini main gunicorn_bind)"
+echo "bind=$(ini main bind)"
+hashes() {
+  [ -d "$1" ] || return 0
+  set -- "$1"/*.py
+  [ -f "$1" ] && sha256sum -- "$@"
+  return 0
+}
+echo "@@current"; hashes "$current"
+echo "@@pickup"; hashes "$pickup"
+echo "@@log"; stat -c '%s %i' logs/server.log 2>/dev/null || echo "0 0"
+echo "@@pid"
+if [ -s pidfile ]; then
+  p=$(cat pidfile)
+  if [ -d "/proc/$p" ]; then echo "running $p"; else echo "dead $p"; fi
+else echo "none"; fi
+echo "@@end"
+"""
+
+
+def _sections(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("@@"):
+            name = line[2:].strip()
+            current = out.setdefault(name.split(" ", 1)[0], [])
+            if " " in name:
+                current.append(name.split(" ", 1)[1])
+            continue
+        if current is not None:
+            current.append(line)
+    return out
+
+
+def _hashes(lines: list[str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for line in lines:
+        # sha256sum prints "HASH  PATH"; a leading backslash marks an escaped (odd) file name: not ours, skip it
+        if not line or line.startswith("\\") or "  " not in line:
+            continue
+        digest, path = line.split("  ", 1)
+        result[posixpath.basename(path)] = digest
+    return dict(sorted(result.items()))
+
+
+_FATAL = {
+    "no-dir": "the server directory {path} does not exist or cannot be entered by {user}",
+    "not-zato": "{path} doesn't seem to belong to a Zato component (no .zato-info there)",
+    "no-conf": "{path}/config/repo/server.conf is missing",
+}
+
+
+def parse_observation(cluster: Cluster, server: Server, text: str) -> ObservedServer:
+    """The pure half of observe: script output -> ObservedServer. Raises Stalled for a server dir that is wrong."""
+    sec = _sections(text)
+    if "fatal" in sec:
+        reason = sec["fatal"][0] if sec["fatal"] else "unknown"
+        msg = _FATAL.get(reason, reason).format(path=server.path, user=server.user)
+        raise Stalled(f"{cluster.name}/{server.name}: {msg}", hint="check `path` of this server in the manifest")
+    if "end" not in sec:
+        raise Unreachable(f"{cluster.name}/{server.name}: the observe script's output was cut off")
+    kv = dict(line.split("=", 1) for line in sec.get("paths", []) if "=" in line)
+    prof = profile(cluster.zato_version)
+    try:
+        info = json.loads("\n".join(sec.get("info", [])) or "{}")
+    except json.JSONDecodeError:
+        info = {}
+    norm = posixpath.normpath
+    pickup_dir = norm(kv.get("pickup_dir", ""))
+    current_dir = norm(kv.get("current_dir", ""))
+    bind = kv.get(prof.bind_key) or kv.get("gunicorn_bind") or kv.get("bind") or "0.0.0.0:17010"
+    server_dir = norm(kv.get("server_dir", server.path))
+    paths = ServerPaths(
+        server_dir=server_dir,
+        pickup_dir=pickup_dir,
+        work_dir=norm(kv.get("work_dir", "")),
+        deployed_dir=current_dir if prof.deployed_in == "work" else pickup_dir,
+        log=posixpath.join(server_dir, "logs", "server.log"),
+        service_sources=norm(kv.get("service_sources", "")),
+        bind=bind,
+    )
+    size, inode = (sec.get("log") or ["0 0"])[0].split()[:2]
+    pid = (sec.get("pid") or ["none"])[0]
+    current = _hashes(sec.get("current", []))
+    pickup = _hashes(sec.get("pickup", []))
+    return ObservedServer(
+        cluster=cluster.name,
+        server=server,
+        paths=paths,
+        deployed=current if prof.deployed_in == "work" else pickup,
+        pickup=pickup,
+        log=LogMark(path=paths.log, size=int(size), inode=int(inode)),
+        running=pid.startswith("running"),
+        zato_version=str(info.get("version", "")),
+    )
+
+
+def observe_server(transport: Transport, cluster: Cluster, server: Server, timeout: float = 60.0) -> ObservedServer:
+    result = transport.run(script_argv(OBSERVE_SCRIPT, server.path), timeout=timeout)
+    if not result.ok:
+        raise Unreachable(
+            f"{cluster.name}/{server.name}: observing failed (exit {result.exit_code}): {result.err_text()[:300]}"
+        )
+    return parse_observation(cluster, server, result.text())
+
+
+ObserveError = tuple[str, str, ReconcilerError]
+
+
+def observe_all(
+    clusters: Sequence[Cluster],
+    connect: Callable[[Cluster, Server], Transport],
+    *,
+    parallelism: int = 16,
+    timeout: float = 60.0,
+) -> tuple[dict[str, ObservedCluster], list[ObserveError]]:
+    """Observe every server of every cluster in parallel, one round trip each.
+
+    Returns the observed clusters (only those whose every server answered) and, per failed server,
+    (cluster, server, error)."""
+    jobs = [(c, s) for c in clusters for s in c.servers]
+    results: dict[tuple[str, str], ObservedServer] = {}
+    failures: list[ObserveError] = []
+
+    def one(job: tuple[Cluster, Server]) -> None:
+        c, s = job
+        try:
+            results[(c.name, s.name)] = observe_server(connect(c, s), c, s, timeout)
+        except ReconcilerError as e:
+            failures.append((c.name, s.name, e))
+
+    with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(jobs)))) as pool:
+        list(pool.map(one, jobs))
+    failed = {c for c, _, _ in failures}
+    observed = {
+        c.name: ObservedCluster(c.name, tuple(results[(c.name, s.name)] for s in c.servers))
+        for c in clusters
+        if c.name not in failed
+    }
+    return observed, failures

@@ -1,0 +1,131 @@
+"""The plan: what apply would do, computed from desired and observed state with no I/O at all.
+
+Like kopf's change detection and pyinfra's prepare step, `plan()` is a pure function: the same inputs give the
+same `Plan`, which `plan` prints and `apply` executes, so what a user reviewed is what runs. Golden tests in
+tests/unit/golden/ pin its behaviour, including the no-change case that must give an empty plan.
+
+Hot-deploy rules (facts in docs/zato-facts.md):
+- a module is deployed when its sha256 differs from what any server of the cluster runs (added or changed);
+- on 2.0 to 3.3 one drop into one running server's pickup dir fans out to the cluster, so the module is dropped
+  once and every server must confirm it; on 4.1 each differing server gets its own copy and confirms it;
+- a cluster with a server that is not running cannot confirm a hot-deploy: the plan says so and apply refuses it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from reconciler.state import Desired, DesiredCluster, ObservedCluster
+
+Reason = Literal["added", "changed"]
+
+
+@dataclass(frozen=True)
+class ServerDiff:
+    server: str
+    reason: Reason
+    old_sha256: str | None
+
+
+@dataclass(frozen=True)
+class HotDeploy:
+    """One module to drop into pickup dirs, and the servers that must confirm it."""
+
+    module: str
+    repo_path: str
+    sha256: str
+    blob: str
+    diffs: tuple[ServerDiff, ...]  # servers whose copy differs, and why
+    drop_on: tuple[str, ...]  # servers whose pickup dir receives the file
+    confirm_on: tuple[str, ...]  # servers whose log must confirm it
+
+    @property
+    def reason(self) -> Reason:
+        return "changed" if any(d.reason == "changed" for d in self.diffs) else "added"
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    cluster: str
+    zato_version: str
+    hot_deploys: tuple[HotDeploy, ...] = ()
+    #: reasons the cluster cannot be applied as planned (apply refuses the cluster and says these)
+    blocked: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def empty(self) -> bool:
+        return not self.hot_deploys
+
+    def servers_touched(self) -> set[str]:
+        return {s for h in self.hot_deploys for s in h.drop_on}
+
+
+@dataclass(frozen=True)
+class Plan:
+    commit: str
+    clusters: tuple[ClusterPlan, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return all(c.empty for c in self.clusters)
+
+    def cluster(self, name: str) -> ClusterPlan:
+        for c in self.clusters:
+            if c.cluster == name:
+                return c
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["changes_pending"] = not self.empty
+        for c, cp in zip(data["clusters"], self.clusters, strict=True):
+            for h, hp in zip(c["hot_deploys"], cp.hot_deploys, strict=True):
+                h["reason"] = hp.reason
+        # JSON-native (tuples become lists), so --json output and golden files compare directly
+        result: dict[str, Any] = json.loads(json.dumps(data))
+        return result
+
+
+def plan_cluster(desired: DesiredCluster, observed: ObservedCluster) -> ClusterPlan:
+    prof = desired.profile
+    servers = [observed.server(s.name) for s in desired.spec.servers]
+    running = [s.name for s in servers if s.running]
+    hot: list[HotDeploy] = []
+    for module in desired.modules.values():
+        diffs = tuple(
+            ServerDiff(s.name, "changed" if s.deployed.get(module.name) else "added", s.deployed.get(module.name))
+            for s in servers
+            if s.deployed.get(module.name) != module.sha256
+        )
+        if not diffs:
+            continue
+        if prof.fan_out:
+            # one drop fans out to every server of the cluster, and every server redeploys it: all confirm
+            differing = {d.server for d in diffs}
+            first = next((n for n in running if n in differing), running[0] if running else servers[0].name)
+            drop_on: tuple[str, ...] = (first,)
+            confirm_on = tuple(s.name for s in servers)
+        else:
+            drop_on = tuple(d.server for d in diffs)
+            confirm_on = drop_on
+        hot.append(HotDeploy(module.name, module.repo_path, module.sha256, module.blob, diffs, drop_on, confirm_on))
+    blocked: list[str] = []
+    if hot:
+        needed = {s for h in hot for s in h.confirm_on}
+        for s in servers:
+            if s.name in needed and not s.running:
+                blocked.append(
+                    f"{s.name} is not running, so it cannot confirm a hot-deploy; start it "
+                    f"(zato start {s.paths.server_dir}) and run again"
+                )
+    return ClusterPlan(desired.name, desired.spec.zato_version, tuple(hot), tuple(blocked))
+
+
+def plan(desired: Desired, observed: dict[str, ObservedCluster]) -> Plan:
+    """The plan for every cluster that was observed (clusters that could not be observed are left out)."""
+    clusters = tuple(plan_cluster(c, observed[c.name]) for c in desired.clusters if c.name in observed)
+    return Plan(desired.commit, clusters, desired.warnings)

@@ -1,0 +1,364 @@
+"""The services repository, read at one commit from the reconciler's own clone.
+
+The reconciler never works in a checkout: it keeps a bare clone at `<state_dir>/repo.git`, fetches one
+branch into `refs/remotes/origin/<branch>` and reads blobs straight from the object database at an exact
+commit. Nothing is checked out, so there is no working tree to get dirty, and a plan made at commit X reads
+exactly X even while a newer commit is being fetched. The origin's deploy notes are fetched alongside (into
+`refs/notes/zato-gitops-origin`) so `audit.py` can merge them before it writes its own. This module and
+`audit.py` are the only ones that import `git`.
+
+Errors follow `errors.py`: a branch that does not exist, or a commit or path that is not there, needs a
+person (`Stalled`); a remote that cannot be reached or refuses our credentials may recover on its own
+(`SourceError`). Every git command runs with `GIT_TERMINAL_PROMPT=0` (an https remote without credentials
+fails at once instead of waiting on a prompt nobody sees), the C locale (so git's messages can be
+recognised) and a timeout; every URL in a message or a log line goes through `redact`, because remote URLs
+are where tokens end up.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, cast
+
+import git
+from git.objects import Blob, Commit
+
+from reconciler.errors import SourceError, Stalled
+
+log = logging.getLogger(__name__)
+
+#: where this reconciler keeps its deploy notes, and where it keeps the origin's copy of them
+NOTES_REF = "refs/notes/zato-gitops"
+ORIGIN_NOTES_REF = "refs/notes/zato-gitops-origin"
+
+DEFAULT_TIMEOUT = 300.0
+
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s'\"]+)@")
+#: schemes where a bare user name is usually a token (`https://TOKEN@github.com/...`)
+_TOKEN_SCHEMES = {"http://", "https://", "ftp://", "ftps://"}
+
+
+def redact(url: str) -> str:
+    """`url` (or any text holding URLs, such as git's stderr) with credentials replaced by `***`.
+
+    `https://user:tok@host/x` -> `https://***@host/x`, and `https://tok@host/x` -> `https://***@host/x`. A
+    plain user name in an SSH URL (`ssh://git@host/x`, `git@host:x`) is not a secret and is kept; a password
+    is not."""
+
+    def sub(m: re.Match[str]) -> str:
+        scheme, userinfo = m.group("scheme"), m.group("userinfo")
+        if ":" in userinfo or scheme.lower() in _TOKEN_SCHEMES:
+            return f"{scheme}***@"
+        return m.group(0)
+
+    return _URL_USERINFO.sub(sub, url)
+
+
+def _is_local_path(url: str) -> bool:
+    """Git's own rule: a URL has `://`; `[user@]host:path` (a colon before any slash) is scp-like; the rest
+    are paths on this machine."""
+    if "://" in url:
+        return False
+    colon, slash = url.find(":"), url.find("/")
+    return colon < 0 or (0 <= slash < colon)
+
+
+def normalise_url(url: str) -> str:
+    """A local path made absolute (git resolves a relative remote against the clone, not against our cwd);
+    URLs unchanged."""
+    return str(Path(url).expanduser().resolve()) if _is_local_path(url) else url
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    sha: str
+    short: str
+    author: str  # "Name <email>"
+    date: str  # author date, ISO-8601 with the author's offset
+    summary: str  # first line of the message
+
+
+#: lines git adds to every remote failure, which only hide the one that says what went wrong
+_BOILERPLATE = ("Please make sure you have the correct access rights", "and the repository exists.")
+
+
+@dataclass(frozen=True)
+class GitResult:
+    """One git command's exit status and output (stdout and stderr with the trailing newline stripped)."""
+
+    status: int
+    out: str
+    err: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+    def message(self) -> str:
+        """The useful part of stderr (or stdout) for an error message, redacted."""
+        text = self.err.strip() or self.out.strip() or f"git exited with status {self.status}"
+        lines = [
+            line for line in (raw.strip() for raw in text.splitlines())
+            if line and not line.startswith("hint:") and not line.startswith(_BOILERPLATE)
+        ]
+        return redact("; ".join(lines[:4]) if lines else text)
+
+
+class Source:
+    """The services repository at `url`, branch `branch`, cloned bare at `<state_dir>/repo.git` on first use.
+
+    Safe to share between threads: every git call holds `lock` (an `RLock`, which `Audit` takes too), since
+    GitPython's object reader is a single persistent `git cat-file` process."""
+
+    def __init__(
+        self,
+        url: str,
+        branch: str = "main",
+        state_dir: Path | str | None = None,
+        *,
+        ssh_command: str | None = None,
+        committer_name: str | None = None,
+        committer_email: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        if state_dir is None:
+            raise TypeError("Source() needs a state_dir")
+        self.url = normalise_url(url)
+        self.branch = branch
+        self.state_dir = Path(state_dir).expanduser().absolute()
+        self.ssh_command = ssh_command
+        self.committer_name = committer_name
+        self.committer_email = committer_email
+        self.timeout = timeout
+        self.lock = threading.RLock()
+        self._repo: git.Repo | None = None
+
+    # -- the clone -------------------------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self.state_dir / "repo.git"
+
+    @property
+    def safe_url(self) -> str:
+        return redact(self.url)
+
+    @property
+    def tracking_ref(self) -> str:
+        return f"refs/remotes/origin/{self.branch}"
+
+    @property
+    def repo(self) -> git.Repo:
+        """The bare clone, created (or re-pointed at a changed URL) on first use."""
+        with self.lock:
+            if self._repo is None:
+                self._repo = self._open()
+            return self._repo
+
+    def _open(self) -> git.Repo:
+        path = self.path
+        try:
+            if (path / "HEAD").exists():
+                repo = git.Repo(path)
+            else:
+                path.mkdir(parents=True, exist_ok=True)
+                repo = git.Repo.init(path, bare=True)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError) as e:
+            raise Stalled(
+                f"{path} is not a git repository",
+                hint="remove it and the reconciler clones the repository again",
+            ) from e
+        except (OSError, git.GitCommandError) as e:
+            raise Stalled(f"cannot create the clone at {path}: {e}") from e
+        env = {
+            "GIT_DIR": str(path),
+            "GIT_TERMINAL_PROMPT": "0",
+            "LC_ALL": "C",
+            "LANGUAGE": "C",
+        }
+        if self.ssh_command:
+            env["GIT_SSH_COMMAND"] = self.ssh_command
+        repo.git.update_environment(**env)
+        self._repo = repo
+        try:
+            self._configure()
+        except BaseException:
+            repo.close()
+            self._repo = None
+            raise
+        return repo
+
+    def _configure(self) -> None:
+        current = self.git("config", "--local", "--get", "remote.origin.url")
+        if not current.ok:
+            self._check(self.git("remote", "add", "origin", self.url), "cannot add the remote")
+        elif current.out != self.url:
+            log.info("the repository URL changed from %s to %s; re-pointing the clone", redact(current.out),
+                     self.safe_url)
+            self._check(self.git("remote", "set-url", "origin", self.url), "cannot re-point the remote")
+            # what was fetched from the old URL says nothing about the new one; our own notes stay
+            for ref in self.git("for-each-ref", "--format=%(refname)", "refs/remotes/origin/").out.split():
+                self.git("update-ref", "-d", ref)
+            self.git("update-ref", "-d", ORIGIN_NOTES_REF)
+        for key, given, default in (
+            ("user.name", self.committer_name, "zato-gitops"),
+            ("user.email", self.committer_email, f"zato-gitops@{socket.gethostname()}"),
+        ):
+            if given is not None:
+                self._check(self.git("config", "--local", key, given), f"cannot set {key}")
+            elif not self.git("config", "--local", "--get", key).ok:
+                self._check(self.git("config", "--local", key, default), f"cannot set {key}")
+
+    def _check(self, result: GitResult, what: str) -> GitResult:
+        if not result.ok:
+            raise SourceError(f"{what} in {self.path}: {result.message()}")
+        return result
+
+    def git(self, *args: str, stdin: BinaryIO | None = None) -> GitResult:
+        """Run `git <args>` in the clone and return its status and output; never raises for a non-zero exit.
+        For `audit.py`; everyone else reads through the methods below."""
+        with self.lock:
+            repo = self._repo if self._repo is not None else self.repo
+            result = repo.git.execute(
+                [git.Git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args],
+                istream=stdin,
+                with_extended_output=True,
+                with_exceptions=False,
+                kill_after_timeout=self.timeout,
+            )
+        status, out, err = cast("tuple[int | None, str | bytes, str | bytes]", result)
+        return GitResult(int(status or 0), _text(out), _text(err))
+
+    def close(self) -> None:
+        """Stop GitPython's persistent reader processes; the next call reopens the clone."""
+        with self.lock:
+            if self._repo is not None:
+                self._repo.close()
+                self._repo = None
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- the remote ------------------------------------------------------------------------------------------
+
+    def fetch(self) -> str:
+        """Fetch the branch and the origin's deploy notes; return the branch head's sha.
+
+        The notes are fetched with a pattern refspec so a remote without notes yet is not an error."""
+        with self.lock:
+            result = self.git(
+                "fetch", "--no-tags", "origin",
+                f"+refs/heads/{self.branch}:{self.tracking_ref}",
+                f"+{NOTES_REF}*:{ORIGIN_NOTES_REF}*",
+            )
+            if not result.ok:
+                if "couldn't find remote ref" in result.err:
+                    raise Stalled(
+                        f"the branch {self.branch!r} does not exist in {self.safe_url}",
+                        hint="push the branch, or point the reconciler at an existing one",
+                    )
+                raise SourceError(f"cannot fetch {self.branch!r} from {self.safe_url}: {result.message()}")
+            head = self.git("rev-parse", "--verify", f"{self.tracking_ref}^{{commit}}")
+            return self._check(head, "cannot resolve the fetched branch").out.strip()
+
+    def remote_head(self) -> str | None:
+        """The branch head on the remote via `git ls-remote` (nothing fetched); None when it is absent."""
+        ref = f"refs/heads/{self.branch}"
+        result = self.git("ls-remote", "origin", ref)
+        if not result.ok:
+            raise SourceError(f"cannot list the branches of {self.safe_url}: {result.message()}")
+        for line in result.out.splitlines():
+            sha, _, name = line.partition("\t")
+            if name.strip() == ref:
+                return sha.strip()
+        return None
+
+    # -- reading one commit ----------------------------------------------------------------------------------
+
+    def _commit(self, commit: str) -> Commit:
+        try:
+            c = self.repo.commit(commit)
+            _ = c.tree  # a full sha resolves lazily: reading the commit shows whether it is there
+            return c
+        except (ValueError, git.BadName, git.BadObject) as e:
+            raise Stalled(
+                f"commit {commit} is not in the clone of {self.safe_url}",
+                hint="fetch first, or check that the commit is on the branch",
+            ) from e
+
+    def _blob(self, commit: str, path: str) -> Blob:
+        with self.lock:
+            c = self._commit(commit)
+            try:
+                obj = c.tree / path.strip("/")
+            except KeyError:
+                raise Stalled(f"{path} is not in commit {c.hexsha[:12]}") from None
+            if not isinstance(obj, Blob):
+                raise Stalled(f"{path} in commit {c.hexsha[:12]} is not a file")
+            return obj
+
+    def files(self, commit: str) -> list[str]:
+        """Every file (blob) path in the commit's tree, sorted; submodules are not files."""
+        with self.lock:
+            tree = self._commit(commit).tree
+            return sorted(str(item.path) for item in tree.traverse() if isinstance(item, Blob))
+
+    def read(self, commit: str, path: str) -> bytes:
+        with self.lock:
+            data: bytes = self._blob(commit, path).data_stream.read()
+            return data
+
+    def blob_id(self, commit: str, path: str) -> str:
+        return str(self._blob(commit, path).hexsha)
+
+    def exists(self, commit: str, path: str) -> bool:
+        """Whether `path` is a file in the commit (a missing commit is still an error)."""
+        with self.lock:
+            c = self._commit(commit)
+            try:
+                return isinstance(c.tree / path.strip("/"), Blob)
+            except KeyError:
+                return False
+
+    def commit_info(self, commit: str) -> CommitInfo:
+        with self.lock:
+            c = self._commit(commit)
+            short = self.git("rev-parse", "--short", c.hexsha)
+            return CommitInfo(
+                sha=c.hexsha,
+                short=short.out.strip() if short.ok else c.hexsha[:7],
+                author=f"{c.author.name} <{c.author.email}>",
+                date=c.authored_datetime.isoformat(),
+                summary=_text(c.summary),
+            )
+
+    def summary(self, commit: str) -> str | None:
+        """A commit's first message line, or None when the commit is not in the clone (notes may name commits
+        from other branches)."""
+        with self.lock:
+            try:
+                return _text(self._commit(commit).summary)
+            except Stalled:
+                return None
+
+    def ref_sha(self, ref: str) -> str | None:
+        """What `ref` points at in the clone, or None when it does not exist."""
+        result = self.git("rev-parse", "--verify", "--quiet", ref)
+        return result.out.strip() if result.ok and result.out.strip() else None
+
+
+def _text(value: str | bytes | None) -> str:
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

@@ -1,0 +1,45 @@
+"""Which transport reaches a server: the one place that turns a manifest's (cluster, server) into a Transport.
+
+The engine opens one `Connections` per run and hands `get` to the observe and apply steps. SSH connections are
+pooled for the whole run, one per (host, port, user), so every server on a host shares one connection; closing
+`Connections` closes them all.
+"""
+
+from __future__ import annotations
+
+from reconciler.manifest.model import Cluster, Server
+from reconciler.transport import Transport
+from reconciler.transport.local import LocalTransport
+from reconciler.transport.ssh import SSHOptions, SSHPool
+
+__all__ = ["Connections", "server_label"]
+
+
+def server_label(cluster: Cluster, server: Server) -> str:
+    """How messages name a server: `server1 (zato@10.0.0.11:22)`, or `server1 (local)`."""
+    if cluster.transport == "local":
+        return f"{server.name} (local)"
+    return f"{server.name} ({server.user}@{server.host}:{server.port})"
+
+
+class Connections:
+    """Transports for one run; use as a context manager so every connection is closed at the end."""
+
+    def __init__(self, options: SSHOptions | None = None) -> None:
+        self.options = options or SSHOptions()
+        self._pool = SSHPool(self.options)
+
+    def get(self, cluster: Cluster, server: Server) -> Transport:
+        label = server_label(cluster, server)
+        if cluster.transport == "local":
+            return LocalTransport(label)
+        return self._pool.transport(label, server.host, server.port, server.user)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> Connections:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

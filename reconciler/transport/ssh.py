@@ -1,0 +1,527 @@
+"""SSH transport: the reconciler's way onto a remote server's machine; the only module importing paramiko.
+
+Why it looks like this:
+
+* Connection reuse matters more than anything else (a full `ssh host true` costs ~300 ms, an exec on a
+  live connection 4-8 ms), so `SSHPool` keeps ONE paramiko connection per (host, port, user), shared by every
+  server on that host and by every call, from many threads at once (paramiko multiplexes channels).
+* paramiko leaves Nagle on; with delayed ACKs that adds ~40 ms to every exec round trip. We connect through
+  our own socket with `TCP_NODELAY` set.
+* Host keys are checked strictly against ONE known_hosts file and never added automatically: an unknown or
+  changed key is a `HostKeyError` (a person must verify it), with the exact commands to fix it in the hint.
+* Every library exception is mapped, at this seam, onto `errors` (`Unreachable` for network trouble and
+  timeouts, `Stalled` for what a person must fix) with `raise ... from e`, and messages name the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import hashlib
+import logging
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import paramiko
+
+from reconciler import errors
+from reconciler.transport import RunResult
+
+__all__ = ["SSHOptions", "SSHPool", "SSHTransport"]
+
+_Key = tuple[str, int, str]
+
+
+class _QuietRetriedOpens(logging.Filter):
+    """paramiko logs a refused channel open at ERROR; `_channel` retries those, so they are not errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "open FAILED" not in record.getMessage()
+
+
+logging.getLogger("paramiko.transport").addFilter(_QuietRetriedOpens())
+_CHUNK = 65536
+
+
+def _default_known_hosts() -> Path:
+    return Path.home() / ".ssh" / "known_hosts"
+
+
+@dataclass(frozen=True)
+class SSHOptions:
+    """How the reconciler logs in to servers' machines."""
+
+    #: private key file; None means the SSH agent and the default keys (~/.ssh/id_*)
+    identity: Path | None = None
+    #: the ONLY known_hosts file consulted; host keys are never added to it automatically
+    known_hosts: Path = field(default_factory=_default_known_hosts)
+    #: seconds for TCP connect, SSH banner and authentication
+    connect_timeout: float = 10.0
+    #: seconds between SSH keepalive packets on idle connections (0 disables them)
+    keepalive: float = 30.0
+    #: sessions opened at once on one connection; OpenSSH's MaxSessions defaults to 10 (one is kept for SFTP)
+    max_sessions: int = 10
+    #: seconds an SFTP request may take before the put is given up as Unreachable
+    io_timeout: float = 60.0
+    #: always True in production; False only exists to measure what Nagle costs
+    tcp_nodelay: bool = True
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return f"{key.get_name()} SHA256:{base64.b64encode(digest).decode().rstrip('=')}"
+
+
+def _known_hosts_name(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+class _UnknownHostKey(paramiko.SSHException):
+    """Raised by `_Reject` so the offered key's fingerprint reaches the error message."""
+
+    def __init__(self, key: paramiko.PKey) -> None:
+        super().__init__("host key not in known_hosts")
+        self.key = key
+
+
+class _Reject(paramiko.RejectPolicy):
+    """paramiko's RejectPolicy, remembering which key was offered."""
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> NoReturn:
+        raise _UnknownHostKey(key)
+
+
+def _connect_error(
+    e: BaseException, *, label: str, host: str, port: int, user: str, options: SSHOptions
+) -> errors.ReconcilerError:
+    """Map what went wrong while connecting onto an error a person can act on."""
+    addr = f"{host}:{port}"
+    kh = options.known_hosts
+    name = _known_hosts_name(host, port)
+    scan = f"ssh-keyscan {'' if port == 22 else f'-p {port} '}{host}"
+    if isinstance(e, _UnknownHostKey):
+        return errors.HostKeyError(
+            f"{label}: the SSH host key of {addr} ({_fingerprint(e.key)}) is not in {kh}; "
+            f"refusing to connect",
+            hint=(
+                f"verify the key, then add it: `{scan} >> {kh}`, and compare `ssh-keygen -lf {kh}` with the "
+                f"fingerprint the host's administrator reads on the host (`ssh-keygen -lf "
+                f"/etc/ssh/ssh_host_ed25519_key.pub`)"
+            ),
+        )
+    if isinstance(e, paramiko.BadHostKeyException):
+        return errors.HostKeyError(
+            f"{label}: the SSH host key of {addr} has CHANGED: it offers {_fingerprint(e.key)} but {kh} "
+            f"records {_fingerprint(e.expected_key)}. Someone could be eavesdropping (a man-in-the-middle "
+            f"attack), or the host was reinstalled; refusing to connect",
+            hint=(
+                f"find out why the key changed; only if it is legitimate, remove the old entry with "
+                f"`ssh-keygen -R '{name}' -f {kh}`, then add the new one after verifying its fingerprint: "
+                f"`{scan} >> {kh}` and compare `ssh-keygen -lf {kh}` with the host's"
+            ),
+        )
+    if isinstance(e, paramiko.AuthenticationException) or (
+        isinstance(e, paramiko.SSHException) and "authentication methods" in str(e)
+    ):
+        how = (
+            f"the key {options.identity}"
+            if options.identity
+            else "the SSH agent or the default keys (~/.ssh/id_*)"
+        )
+        return errors.Stalled(
+            f"{label}: SSH authentication as {user!r} on {addr} failed ({e})",
+            hint=(
+                f"the reconciler logs in with {how}; its public key must be in ~{user}/.ssh/authorized_keys "
+                f"on {host}, and that account must not be locked"
+            ),
+        )
+    if isinstance(e, socket.gaierror):
+        return errors.Unreachable(f"{label}: cannot resolve host {host!r} ({e.strerror or e})")
+    if isinstance(e, TimeoutError | socket.timeout):
+        return errors.Unreachable(
+            f"{label}: connecting to {addr} timed out after {options.connect_timeout:g}s",
+            hint="check that the host is up and that a firewall lets the SSH port through",
+        )
+    if isinstance(e, ConnectionRefusedError):
+        return errors.Unreachable(
+            f"{label}: {addr} refused the connection", hint="is sshd running on that host and port?"
+        )
+    if isinstance(e, OSError):
+        return errors.Unreachable(f"{label}: cannot connect to {addr}: {e.strerror or e}")
+    return errors.Unreachable(f"{label}: the SSH handshake with {addr} failed: {e or type(e).__name__}")
+
+
+class _Conn:
+    """One live paramiko connection, shared by every server on its (host, port, user)."""
+
+    def __init__(self, client: paramiko.SSHClient, sock: socket.socket, max_sessions: int) -> None:
+        self.client = client
+        self.sock = sock
+        transport = client.get_transport()
+        assert transport is not None
+        self.transport: paramiko.Transport = transport
+        # MaxSessions bounds the channels open at once; one is kept for the SFTP channel.
+        self.sessions = threading.BoundedSemaphore(max(1, max_sessions - 1))
+        self.sftp_lock = threading.Lock()
+        self.sftp: paramiko.SFTPClient | None = None
+
+    def alive(self) -> bool:
+        return self.transport.is_active()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.sftp is not None:
+                self.sftp.close()
+        with contextlib.suppress(Exception):
+            self.client.close()
+        with contextlib.suppress(Exception):
+            self.sock.close()
+
+
+class _Slot:
+    """Serialises connecting to one key, so N servers on a host open one connection, and a failed attempt is
+    shared by the threads that waited for it instead of each waiting out its own timeout."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.conn: _Conn | None = None
+        self.attempts = 0
+        self.failure: BaseException | None = None
+
+
+class SSHPool:
+    """One connection per (host, port, user), made on first use and reused by every transport and thread."""
+
+    def __init__(self, options: SSHOptions | None = None) -> None:
+        self.options = options or SSHOptions()
+        self._lock = threading.Lock()
+        self._slots: dict[_Key, _Slot] = {}
+        self._closed = False
+
+    def transport(self, server_label: str, host: str, port: int, user: str) -> SSHTransport:
+        """A transport for one server. Nothing connects until its first `run` or `put`."""
+        return SSHTransport(self, server_label, host, port, user)
+
+    def connection_count(self) -> int:
+        """Live connections held (for diagnostics and tests)."""
+        with self._lock:
+            return sum(1 for s in self._slots.values() if s.conn is not None and s.conn.alive())
+
+    def close(self) -> None:
+        """Close every connection. Transports from this pool must not be used afterwards."""
+        with self._lock:
+            self._closed = True
+            slots = list(self._slots.values())
+            self._slots.clear()
+        for slot in slots:
+            with slot.lock:
+                if slot.conn is not None:
+                    slot.conn.close()
+                    slot.conn = None
+
+    def __enter__(self) -> SSHPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals used by SSHTransport --------------------------------------------------------------------
+
+    def _get(self, label: str, key: _Key) -> tuple[_Conn, bool]:
+        """The live connection for key, connecting if needed; the flag says whether it was reused."""
+        with self._lock:
+            if self._closed:
+                raise errors.Unreachable(f"{label}: the SSH connection pool is closed")
+            slot = self._slots.setdefault(key, _Slot())
+            seen = slot.attempts
+        with slot.lock:
+            if slot.conn is not None:
+                if slot.conn.alive():
+                    return slot.conn, True
+                slot.conn.close()
+                slot.conn = None
+            if slot.attempts != seen and slot.failure is not None:
+                # Another thread just tried while we waited and failed: report that, do not try again.
+                failure = slot.failure
+                raise self._error(failure, label, key) from failure
+            slot.attempts += 1
+            try:
+                slot.conn = self._connect(key)
+            except errors.ReconcilerError:
+                raise
+            except BaseException as e:
+                slot.failure = e
+                raise self._error(e, label, key) from e
+            slot.failure = None
+            return slot.conn, False
+
+    def _error(self, e: BaseException, label: str, key: _Key) -> errors.ReconcilerError:
+        host, port, user = key
+        return _connect_error(e, label=label, host=host, port=port, user=user, options=self.options)
+
+    def _evict(self, key: _Key, conn: _Conn) -> None:
+        with self._lock:
+            slot = self._slots.get(key)
+        if slot is not None:
+            with slot.lock:
+                if slot.conn is conn:
+                    slot.conn = None
+        conn.close()
+
+    def _connect(self, key: _Key) -> _Conn:
+        host, port, user = key
+        opts = self.options
+        kh = opts.known_hosts
+        if not kh.is_file():
+            raise errors.HostKeyError(
+                f"{user}@{host}:{port}: the known_hosts file {kh} does not exist; host keys are never "
+                f"accepted automatically",
+                hint=(
+                    f"create it with the verified keys of your hosts, e.g. "
+                    f"`ssh-keyscan {'' if port == 22 else f'-p {port} '}{host} >> {kh}`, then compare "
+                    f"`ssh-keygen -lf {kh}` with the fingerprints shown on the hosts"
+                ),
+            )
+        if opts.identity is not None and not opts.identity.is_file():
+            raise errors.Stalled(
+                f"{user}@{host}:{port}: the SSH identity file {opts.identity} does not exist",
+                hint="point the identity setting at the reconciler's private key",
+            )
+        client = paramiko.SSHClient()
+        try:
+            client.load_host_keys(str(kh))
+        except (OSError, paramiko.SSHException) as e:
+            raise errors.HostKeyError(
+                f"{user}@{host}:{port}: cannot read the known_hosts file {kh}: {e}",
+                hint="make it readable by the reconciler and check its format",
+            ) from e
+        client.set_missing_host_key_policy(_Reject())
+        sock = socket.create_connection((host, port), timeout=opts.connect_timeout)
+        try:
+            if opts.tcp_nodelay:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            auth: dict[str, Any] = (
+                {"key_filename": str(opts.identity), "allow_agent": False, "look_for_keys": False}
+                if opts.identity is not None
+                else {"allow_agent": True, "look_for_keys": True}
+            )
+            client.connect(
+                host,
+                port=port,
+                username=user,
+                sock=sock,
+                timeout=opts.connect_timeout,
+                banner_timeout=opts.connect_timeout,
+                auth_timeout=opts.connect_timeout,
+                channel_timeout=opts.connect_timeout,
+                **auth,
+            )
+            conn = _Conn(client, sock, opts.max_sessions)
+            if opts.keepalive > 0:
+                conn.transport.set_keepalive(int(max(1, opts.keepalive)))
+            return conn
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.close()
+            sock.close()
+            raise
+
+
+class SSHTransport:
+    """One server's view of a pooled connection: commands run in their own channel, files go over SFTP.
+
+    `close()` does nothing: the pool owns the connection and closes it in `SSHPool.close()`."""
+
+    def __init__(self, pool: SSHPool, label: str, host: str, port: int, user: str) -> None:
+        self.label = label
+        self._pool = pool
+        self._key: _Key = (host, port, user)
+
+    def __repr__(self) -> str:
+        return f"SSHTransport({self.label!r})"
+
+    # -- the Transport protocol -----------------------------------------------------------------------------
+
+    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float = 60.0) -> RunResult:
+        if not argv:
+            raise ValueError("run() needs a non-empty argv")
+        command = shlex.join(argv)
+        what = argv[0]
+        deadline = time.monotonic() + timeout
+        with self._channel(deadline, what, timeout) as (conn, chan):
+            try:
+                chan.exec_command(command)
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                if not conn.alive():
+                    self._pool._evict(self._key, conn)
+                raise errors.Unreachable(f"{self.label}: could not start `{what}`: {e}") from e
+            out: list[bytes] = []
+            err: list[bytes] = []
+            threads = [
+                threading.Thread(target=_drain, args=(chan.recv, out), daemon=True),
+                threading.Thread(target=_drain, args=(chan.recv_stderr, err), daemon=True),
+            ]
+            if stdin:
+                threads.append(threading.Thread(target=_feed, args=(chan, stdin), daemon=True))
+            else:
+                with contextlib.suppress(OSError, paramiko.SSHException, EOFError):
+                    chan.shutdown_write()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+            finished = not any(t.is_alive() for t in threads) and chan.status_event.wait(
+                max(0.0, deadline - time.monotonic())
+            )
+            if not finished:
+                chan.close()
+                if not conn.alive():
+                    self._pool._evict(self._key, conn)
+                    raise errors.Unreachable(f"{self.label}: the connection was lost while running `{what}`")
+                raise errors.Unreachable(
+                    f"{self.label}: `{what}` did not finish within {timeout:g}s",
+                    hint="the host may be overloaded, or the command is stuck",
+                )
+            code = chan.recv_exit_status()
+            if code == -1 and not conn.alive():
+                self._pool._evict(self._key, conn)
+                raise errors.Unreachable(f"{self.label}: the connection was lost while running `{what}`")
+            return RunResult(code, b"".join(out), b"".join(err))
+
+    def put(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
+        for attempt in (1, 2):
+            conn, reused = self._connection()
+            try:
+                with conn.sftp_lock:
+                    sftp = conn.sftp
+                    if sftp is None:
+                        sftp = conn.client.open_sftp()
+                        sftp.get_channel().settimeout(self._pool.options.io_timeout)  # type: ignore[union-attr]
+                        conn.sftp = sftp
+                    try:
+                        with sftp.open(path, "wb") as f:
+                            f.set_pipelined(True)
+                            f.write(data)
+                        sftp.chmod(path, mode)
+                    except BaseException as e:
+                        if not isinstance(e, OSError) or e.errno is None:
+                            # The SFTP session's state is unknown after an error mid-request: use a new one.
+                            conn.sftp = None
+                            with contextlib.suppress(Exception):
+                                sftp.close()
+                        raise
+                return
+            except OSError as e:
+                if e.errno in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR):
+                    reason = e.strerror or str(e)
+                    hint = (
+                        "the folder must exist; the reconciler creates it before writing"
+                        if e.errno == errno.ENOENT
+                        else f"the SSH user {self._key[2]!r} must be allowed to write there"
+                    )
+                    raise errors.Stalled(f"{self.label}: cannot write {path}: {reason}", hint=hint) from e
+                if conn.alive() and not isinstance(e, TimeoutError):
+                    raise errors.Stalled(f"{self.label}: cannot write {path}: {e}") from e
+                self._pool._evict(self._key, conn)
+                if attempt == 1 and reused and not isinstance(e, TimeoutError):
+                    continue
+                raise errors.Unreachable(
+                    f"{self.label}: writing {path} failed: {e or type(e).__name__}"
+                ) from e
+            except (paramiko.SSHException, EOFError) as e:
+                self._pool._evict(self._key, conn)
+                if attempt == 1 and reused:
+                    continue  # a stale pooled connection: writing the whole file again is harmless
+                raise errors.Unreachable(
+                    f"{self.label}: writing {path} failed: {e or type(e).__name__}"
+                ) from e
+
+    def close(self) -> None:
+        """Nothing to do: the pool owns the shared connection."""
+
+    # -- diagnostics -----------------------------------------------------------------------------------------
+
+    def peer_socket(self) -> socket.socket:
+        """The TCP socket of the shared connection (connecting if needed); for diagnostics and tests."""
+        return self._connection()[0].sock
+
+    # -- internals -------------------------------------------------------------------------------------------
+
+    def _connection(self) -> tuple[_Conn, bool]:
+        return self._pool._get(self.label, self._key)
+
+    @contextlib.contextmanager
+    def _channel(
+        self, deadline: float, what: str, timeout: float
+    ) -> Iterator[tuple[_Conn, paramiko.Channel]]:
+        """A session channel on the shared connection, within the connection's MaxSessions.
+
+        Opening is retried, which is safe because nothing has run yet: a stale pooled connection is replaced
+        once, and a refused open is retried with backoff until the deadline, because sshd frees a closed
+        session's slot lazily and may refuse the next open for a moment even under our session limit."""
+        replaced_stale = False
+        delay = 0.005
+        while True:
+            conn, reused = self._connection()
+            if not conn.sessions.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise errors.Unreachable(
+                    f"{self.label}: no free SSH session for `{what}` within {timeout:g}s",
+                    hint="too many commands at once on one host; raise MaxSessions in its sshd_config",
+                )
+            try:
+                try:
+                    chan = conn.transport.open_session(timeout=max(0.1, deadline - time.monotonic()))
+                except paramiko.ChannelException as e:
+                    if time.monotonic() + delay < deadline:
+                        time.sleep(delay)
+                        delay = min(delay * 2, 0.2)
+                        continue
+                    raise errors.Unreachable(
+                        f"{self.label}: the host refused an SSH session for `{what}`: {e}",
+                        hint="too many sessions on one connection? check MaxSessions in its sshd_config",
+                    ) from e
+                except (paramiko.SSHException, OSError, EOFError) as e:
+                    if conn.alive():
+                        raise errors.Unreachable(f"{self.label}: could not open an SSH session: {e}") from e
+                    self._pool._evict(self._key, conn)
+                    if reused and not replaced_stale:
+                        replaced_stale = True
+                        continue  # a pooled connection that died while idle: try a fresh one
+                    raise errors.Unreachable(f"{self.label}: the SSH connection was lost: {e}") from e
+                try:
+                    yield conn, chan
+                finally:
+                    chan.close()
+                return
+            finally:
+                conn.sessions.release()
+
+
+def _drain(recv: Callable[[int], bytes], sink: list[bytes]) -> None:
+    """Read one stream of a channel to its end (runs in its own thread so stdout and stderr never block
+    each other)."""
+    try:
+        while True:
+            data = recv(_CHUNK)
+            if not data:
+                return
+            sink.append(data)
+    except (OSError, paramiko.SSHException, EOFError):
+        return
+
+
+def _feed(chan: paramiko.Channel, data: bytes) -> None:
+    """Write stdin then EOF. A remote command that exits without reading its input is not an error."""
+    try:
+        chan.sendall(data)
+        chan.shutdown_write()
+    except (OSError, paramiko.SSHException, EOFError):
+        return
