@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,12 @@ from reconciler.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-out = Console(highlight=False, soft_wrap=True)
+def _width(stream: Any) -> int | None:
+    """Terminal width on a terminal; a wide page when piped to a file or another program (or $COLUMNS)."""
+    return None if stream.isatty() else int(os.environ.get("COLUMNS") or 160)
+
+
+out = Console(highlight=False, width=_width(sys.stdout))
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2

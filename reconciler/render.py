@@ -22,7 +22,9 @@ def short(sha: str | None, n: int = 8) -> str:
 
 def plan_dict(report: PlanReport) -> dict[str, Any]:
     data = report.plan.to_dict()
-    data["unreachable"] = [{"cluster": c, "server": s, "error": e.message} for c, s, e in report.unreachable]
+    data["unreachable"] = [
+        {"cluster": c, "server": s, "error": e.message, "hint": e.hint} for c, s, e in report.unreachable
+    ]
     data["changes_pending"] = not report.plan.empty
     return data
 
@@ -32,32 +34,43 @@ def print_plan(console: Console, report: PlanReport) -> None:
     console.print(Text(f"Plan for commit {p.commit[:12]}", style="bold"))
     for w in p.warnings:
         console.print(Text(f"warning: {w}", style="yellow"))
-    for c, s, e in report.unreachable:
-        console.print(Text(f"{c}/{s}: not observed: {e.message}", style="red"))
+    print_unreachable(console, report)
     for cp in p.clusters:
         spec = report.desired.cluster(cp.cluster).spec
         head = f"cluster {cp.cluster} (Zato {cp.zato_version}, {len(spec.servers)} servers)"
         if cp.empty:
             console.print(f"{head}: up to date")
             continue
-        table = Table(title=head, title_justify="left", show_lines=False)
-        for col in ("module", "change", "differs on", "sha256 (server -> repo)", "dropped into", "confirmed by"):
-            table.add_column(col)
+        n = len(cp.hot_deploys)
+        console.print(Text(f"{head}: {n} module{'s' if n != 1 else ''} to hot-deploy", style="bold"))
+        table = Table(box=None, padding=(0, 2), pad_edge=False, show_header=True)
+        table.add_column("  module", no_wrap=True)
+        table.add_column("change", no_wrap=True)
+        table.add_column("sha256 server -> repo", no_wrap=True)
+        table.add_column("differs on")
         for h in cp.hot_deploys:
             olds = sorted({short(d.old_sha256) for d in h.diffs})
             table.add_row(
-                h.repo_path,
+                ("~ " if h.reason == "changed" else "+ ") + h.repo_path,
                 h.reason,
-                ", ".join(d.server for d in h.diffs),
                 f"{'/'.join(olds)} -> {short(h.sha256)}",
-                ", ".join(h.drop_on),
-                ", ".join(h.confirm_on),
+                ", ".join(d.server for d in h.diffs),
             )
         console.print(table)
+        drops = sorted({s for h in cp.hot_deploys for s in h.drop_on})
+        confirm = [s.name for s in spec.servers if any(s.name in h.confirm_on for h in cp.hot_deploys)]
+        how = "the cluster fans it out" if report.desired.cluster(cp.cluster).profile.fan_out else "no fan-out on 4.1"
+        console.print(f"  copied into the pickup dir of {', '.join(drops)} ({how}); "
+                      f"confirmed in logs/server.log by {', '.join(confirm)}")
         for b in cp.blocked:
             console.print(Text(f"  blocked: {b}", style="red"))
     if p.empty and report.complete:
         console.print("No changes: every server runs what the commit says.")
+
+
+def print_unreachable(console: Console, report: PlanReport) -> None:
+    for c, s, e in report.unreachable:
+        console.print(Text(f"{c}/{s}: not observed: {e.render()}", style="red"))
 
 
 def apply_dict(result: ApplyReport) -> dict[str, Any]:
@@ -99,9 +112,10 @@ def print_apply(console: Console, result: ApplyReport) -> None:
             table.add_row(c, s, mods, Text("confirmed" if r.ok else (r.error or "failed"), style=style))
     for c, reasons in result.refused.items():
         table.add_row(c, "-", "-", Text("refused: " + "; ".join(reasons), style="red"))
-    for c, s, e in rep.unreachable:
-        table.add_row(c, s, "-", Text(f"not observed: {e.message}", style="red"))
+    for c, s, _ in rep.unreachable:
+        table.add_row(c, s, "-", Text("not observed; cluster not touched", style="red"))
     console.print(table)
+    print_unreachable(console, rep)
     for c, servers in result.results.items():
         for s, r in servers.items():
             for m, lines in r.lines.items():
@@ -113,20 +127,31 @@ def print_apply(console: Console, result: ApplyReport) -> None:
 
 
 def print_history(console: Console, entries: Sequence[Any]) -> None:
-    table = Table(title="Deploy history (newest first)", title_justify="left")
-    for col in ("when", "commit", "cluster", "server", "action", "module", "outcome"):
-        table.add_column(col)
+    """One row per run, cluster, action and module, with each server's outcome."""
+    rows: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for e in entries:
         r = e.record
+        key = (str(r.get("run", "")), str(r.get("cluster", "-")), str(r.get("action", "")), str(r.get("module", "-")))
+        row = rows.setdefault(key, {"at": str(r.get("at", "")), "commit": e.commit, "summary": e.summary,
+                                    "servers": [], "outcomes": set()})
         outcome = str(r.get("outcome", ""))
-        style = "green" if outcome in ("confirmed", "ok", "ready") else "red" if outcome else ""
+        row["outcomes"].add(outcome)
+        if r.get("server"):
+            row["servers"].append(f"{r['server']} {outcome}" if outcome not in ("confirmed", "ok") else r["server"])
+    table = Table(title="Deploy history, newest first (git notes refs/notes/zato-gitops)", title_justify="left",
+                  box=None, padding=(0, 2), pad_edge=False)
+    for col in ("when (UTC)", "commit", "cluster", "action", "module", "outcome", "servers"):
+        table.add_column(col, no_wrap=col not in ("servers", "commit"))
+    for (_, cluster, action, module), row in rows.items():
+        outcomes = row["outcomes"]
+        outcome = "ok" if outcomes <= {"confirmed", "ok"} else "failed"
         table.add_row(
-            str(r.get("at", "")),
-            f"{e.commit[:8]} {e.summary[:40]}",
-            str(r.get("cluster", "-")),
-            str(r.get("server", "-")),
-            str(r.get("action", "")),
-            str(r.get("module", "-")),
-            Text(outcome, style=style),
+            row["at"][:19].replace("T", " "),
+            f"{row['commit'][:8]} {row['summary'][:30]}",
+            cluster,
+            action,
+            module,
+            Text(outcome, style="green" if outcome == "ok" else "red"),
+            ", ".join(sorted(row["servers"])) or "-",
         )
     console.print(table)

@@ -397,15 +397,16 @@ class SSHTransport:
             return RunResult(code, b"".join(out), b"".join(err))
 
     def put(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
-        for attempt in (1, 2):
+        deadline = time.monotonic() + self._pool.options.io_timeout
+        replaced_stale = False
+        delay = 0.005
+        while True:
             conn, reused = self._connection()
+            opening = True
             try:
                 with conn.sftp_lock:
-                    sftp = conn.sftp
-                    if sftp is None:
-                        sftp = conn.client.open_sftp()
-                        sftp.get_channel().settimeout(self._pool.options.io_timeout)  # type: ignore[union-attr]
-                        conn.sftp = sftp
+                    sftp = conn.sftp or self._open_sftp(conn)
+                    opening = False
                     try:
                         with sftp.open(path, "wb") as f:
                             f.set_pipelined(True)
@@ -419,30 +420,42 @@ class SSHTransport:
                                 sftp.close()
                         raise
                 return
-            except OSError as e:
-                if e.errno in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR):
-                    reason = e.strerror or str(e)
-                    hint = (
-                        "the folder must exist; the reconciler creates it before writing"
-                        if e.errno == errno.ENOENT
-                        else f"the SSH user {self._key[2]!r} must be allowed to write there"
-                    )
-                    raise errors.Stalled(f"{self.label}: cannot write {path}: {reason}", hint=hint) from e
-                if conn.alive() and not isinstance(e, TimeoutError):
-                    raise errors.Stalled(f"{self.label}: cannot write {path}: {e}") from e
-                self._pool._evict(self._key, conn)
-                if attempt == 1 and reused and not isinstance(e, TimeoutError):
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                if isinstance(e, OSError) and e.errno is not None and not opening:
+                    raise self._put_error(path, e) from e
+                if not conn.alive():
+                    self._pool._evict(self._key, conn)
+                    if reused and not replaced_stale:
+                        replaced_stale = True
+                        continue  # a stale pooled connection: writing the whole file again is harmless
+                    raise errors.Unreachable(f"{self.label}: lost the connection while writing {path}") from e
+                if opening and time.monotonic() + delay < deadline:
+                    time.sleep(delay)  # the SFTP session was refused on a live connection; see _channel
+                    delay = min(delay * 2, 0.2)
                     continue
-                raise errors.Unreachable(
-                    f"{self.label}: writing {path} failed: {e or type(e).__name__}"
-                ) from e
-            except (paramiko.SSHException, EOFError) as e:
-                self._pool._evict(self._key, conn)
-                if attempt == 1 and reused:
-                    continue  # a stale pooled connection: writing the whole file again is harmless
-                raise errors.Unreachable(
-                    f"{self.label}: writing {path} failed: {e or type(e).__name__}"
-                ) from e
+                if isinstance(e, TimeoutError) or opening:
+                    raise errors.Unreachable(
+                        f"{self.label}: writing {path} failed: {e or type(e).__name__}"
+                    ) from e
+                raise errors.Stalled(f"{self.label}: cannot write {path}: {e or type(e).__name__}") from e
+
+    def _open_sftp(self, conn: _Conn) -> paramiko.SFTPClient:
+        sftp = conn.client.open_sftp()
+        channel = sftp.get_channel()
+        assert channel is not None
+        channel.settimeout(self._pool.options.io_timeout)
+        conn.sftp = sftp
+        return sftp
+
+    def _put_error(self, path: str, e: OSError) -> errors.ReconcilerError:
+        reason = e.strerror or str(e)
+        if e.errno == errno.ENOENT:
+            hint = "the folder must exist; the reconciler creates it before writing"
+        elif e.errno in (errno.EACCES, errno.EPERM):
+            hint = f"the SSH user {self._key[2]!r} must be allowed to write there"
+        else:
+            hint = ""
+        return errors.Stalled(f"{self.label}: cannot write {path}: {reason}", hint=hint)
 
     def close(self) -> None:
         """Nothing to do: the pool owns the shared connection."""
@@ -465,8 +478,9 @@ class SSHTransport:
         """A session channel on the shared connection, within the connection's MaxSessions.
 
         Opening is retried, which is safe because nothing has run yet: a stale pooled connection is replaced
-        once, and a refused open is retried with backoff until the deadline, because sshd frees a closed
-        session's slot lazily and may refuse the next open for a moment even under our session limit."""
+        once, and an open refused on a live connection is retried with backoff until the deadline, because
+        sshd frees a closed session's slot lazily and may refuse the next open for a moment even under our
+        session limit."""
         replaced_stale = False
         delay = 0.005
         while True:
@@ -479,23 +493,23 @@ class SSHTransport:
             try:
                 try:
                     chan = conn.transport.open_session(timeout=max(0.1, deadline - time.monotonic()))
-                except paramiko.ChannelException as e:
+                except (paramiko.SSHException, OSError, EOFError) as e:
+                    if not conn.alive():
+                        self._pool._evict(self._key, conn)
+                        if reused and not replaced_stale:
+                            replaced_stale = True
+                            continue  # a pooled connection that died while idle: try a fresh one
+                        raise errors.Unreachable(f"{self.label}: the SSH connection was lost: {e}") from e
+                    # Refused on a live connection (a ChannelException, or paramiko's bare "Unable to open
+                    # channel" when concurrent opens race for its saved exception): retry until the deadline.
                     if time.monotonic() + delay < deadline:
                         time.sleep(delay)
                         delay = min(delay * 2, 0.2)
                         continue
                     raise errors.Unreachable(
-                        f"{self.label}: the host refused an SSH session for `{what}`: {e}",
+                        f"{self.label}: the host refused an SSH session for `{what}`: {e or type(e).__name__}",
                         hint="too many sessions on one connection? check MaxSessions in its sshd_config",
                     ) from e
-                except (paramiko.SSHException, OSError, EOFError) as e:
-                    if conn.alive():
-                        raise errors.Unreachable(f"{self.label}: could not open an SSH session: {e}") from e
-                    self._pool._evict(self._key, conn)
-                    if reused and not replaced_stale:
-                        replaced_stale = True
-                        continue  # a pooled connection that died while idle: try a fresh one
-                    raise errors.Unreachable(f"{self.label}: the SSH connection was lost: {e}") from e
                 try:
                     yield conn, chan
                 finally:

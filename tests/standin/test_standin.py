@@ -1,0 +1,349 @@
+"""The stand-in behaves like zato-facts.md says a Zato server does: these tests pin that down.
+
+They start real stand-in processes (as the current user, with `python3` on PATH) on free ports, and kill every
+one of them on the way out, whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import (
+    Cluster,
+    Server,
+    create_cluster,
+    create_install,
+    create_server,
+    free_port,
+    kill_all_installs,
+    max_down_at_once,
+)
+
+MY_MOD = """\
+from zato.server.service import Service
+
+
+class GetCustomer(Service):
+    def handle(self):
+        self.response.payload = {"id": 1}
+"""
+
+MY_MOD_V2 = MY_MOD + "\n# version 2\n"
+
+BROKEN = """\
+from zato.server.service import Service
+
+
+class GetCustomer(Service):
+    def handle(self)
+        pass
+"""
+
+TWO_SERVICES = """\
+from zato.server.service import Service
+
+
+class CreateOrder(Service):
+    pass
+
+
+class Ping(Service):
+    name = "custom.ping"
+"""
+
+NO_SERVICE = "VALUE = 1\n"
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left_behind() -> Iterator[None]:
+    yield
+    kill_all_installs()
+
+
+def _cp(source: str, target: Path, tmp: Path) -> None:
+    """A real `cp`: open the final name, write, close (one CLOSE_WRITE)."""
+    staged = tmp / f"staged-{time.monotonic_ns()}-{target.name}"
+    staged.write_text(source)
+    subprocess.run(["cp", str(staged), str(target)], check=True)
+
+
+def _mv(source: str, target: Path, tmp: Path) -> None:
+    """Write elsewhere, then rename into the pickup dir (what rsync without --inplace does)."""
+    staged = target.parent.parent / f".staged-{target.name}"
+    staged.write_text(source)
+    os.rename(staged, target)
+
+
+def _deployed_line(server: Server, name: str, services: str = "['my-mod.get-customer']", count: int = 1) -> str:
+    noun = "service" if count == 1 else "services"
+    return f"Deployed {count} {noun} from `{server.current_dir / name}` -> {services}"
+
+
+# ####################################################################################################################
+
+
+def test_32_cluster_fan_out_failures_and_service_sources(tmp_path: Path) -> None:
+    """3 servers of 3.2: one `cp` deploys everywhere; renames are never seen; a broken module keeps the old one."""
+    static = tmp_path / "static"  # service-sources.txt entries, relative to each server dir
+    cluster = create_cluster(
+        tmp_path,
+        3,
+        version="3.2",
+        stop_delay=0.2,
+        service_sources=["../../static/services", "../../static/single.py", "mypkg.services", "./nothing.py"],
+    )
+    (static / "services").mkdir(parents=True)
+    (static / "services" / "b_orders.py").write_text(
+        "from zato.server.service import Service\nfrom common_x import VALUE\n\nclass ListOrders(Service):\n    pass\n"
+    )
+    (static / "services" / "common_x.py").write_text("VALUE = 1\n")  # must be imported first (common*)
+    (static / "services" / "broken_static.py").write_text(BROKEN)
+    (static / "services" / "sub").mkdir()
+    (static / "services" / "sub" / "deep.py").write_text(TWO_SERVICES)  # not recursive: never loaded
+    (static / "single.py").write_text("from zato.server.service import Service\n\nclass Single(Service):\n    pass\n")
+
+    with cluster:
+        cluster.start_all()
+        s1, s2, s3 = cluster.servers
+        for server in cluster:
+            log = server.log_text()
+            assert f"Deploying user-defined services ({server.name})" in log
+            assert f"Deployed 2 user-defined services ({server.name})" in log
+            assert f"Started `{server.name}@cluster1` (pid: {server.pid()})" in log
+            # a dotted name is turned into an absolute path on 3.2, so it cannot import
+            assert f"Could not import module `{server.path / 'mypkg.services'}` (internal:0)" in log
+            assert f"Could not load source, file_name:`{static / 'services' / 'broken_static.py'}`" in log
+            assert f"Could not load source, file_name:`{server.path / 'nothing.py'}`" in log
+            assert set(server.services()) == {"b-orders.list-orders", "single.single"}
+            assert "demo.demo" not in server.services()  # present at start: not hot-deployed on 3.2
+            lines = [line for line in log.splitlines() if " - zato." in line]
+            assert all(
+                line.split(" - ")[1] in ("INFO", "ERROR", "WARNING") and line.split(" - ")[2].split(":")[0].isdigit()
+                for line in lines
+            )
+
+        # one cp into server1's pickup dir deploys on all three, each from its own work/hot-deploy/current
+        _cp(MY_MOD, s1.pickup_dir / "my_mod.py", tmp_path)
+        for server in cluster:
+            server.wait_for_log(_deployed_line(server, "my_mod.py"), timeout=5)
+            assert (server.current_dir / "my_mod.py").read_text() == MY_MOD
+        v1 = s3.services()["my-mod.get-customer"]
+        assert (s1.pickup_dir / "my_mod.py").exists()  # delete_after_pick_up=False
+
+        # a module moved (renamed) into the dir is never seen on 3.2
+        _mv(TWO_SERVICES, s2.pickup_dir / "moved.py", tmp_path)
+
+        # a broken version: the error twice, then `No services nor models ...`, and v1 stays deployed
+        _cp(BROKEN, s2.pickup_dir / "my_mod.py", tmp_path)
+        for server in cluster:
+            path = server.current_dir / "my_mod.py"
+            server.wait_for_log(f"Could not load source, file_name:`{path}`, e:`Traceback", count=2, timeout=5)
+            server.wait_for_log("No services nor models were deployed from module `my_mod.py`", timeout=5)
+            assert server.services()["my-mod.get-customer"] == v1
+
+        # plural, a `name` attribute, and a module without services
+        _cp(TWO_SERVICES, s3.pickup_dir / "orders.py", tmp_path)
+        _cp(NO_SERVICE, s3.pickup_dir / "consts.py", tmp_path)
+        for server in cluster:
+            server.wait_for_log(_deployed_line(server, "orders.py", "['custom.ping', 'orders.create-order']", 2))
+            server.wait_for_log("No services nor models were deployed from module `consts.py`")
+            assert "consts.py`, e:" not in server.log_text()
+        for server in cluster:  # by now the 3.2 watcher would long have seen moved.py, had it been seen
+            assert "moved.py" not in server.log_text()
+            assert "moved.py" not in json.dumps(server.state())
+            assert not (server.current_dir / "moved.py").exists()
+
+        # a server deaf to the cluster (the broken 3.2 fan-out loop) never hears of a package
+        s3.set_faults(deaf_to_cluster=True)
+        _cp(MY_MOD_V2, s1.pickup_dir / "late.py", tmp_path)
+        for server in (s1, s2):
+            server.wait_for_log(_deployed_line(server, "late.py", "['late.get-customer']"))
+        time.sleep(0.5)
+        assert "late.py" not in s3.log_text()
+        assert set(cluster.services()["server3"]) == set(s1.services()) - {"late.get-customer"}
+
+        # the events journal: everybody started and became ready; a stop of all shows three down at once
+        cluster.stop_all()
+        events = cluster.events()
+        assert [e["event"] for e in events if e["server"] == "server1"] == ["starting", "ready", "stopping", "stopped"]
+        assert max_down_at_once(events) == 3
+        for server in cluster:
+            assert not server.pidfile.exists()
+            assert (
+                server.log_text()
+                .rstrip()
+                .splitlines()[-1]
+                .endswith(f"Stopped `{server.name}@cluster1` (pid: {server.state()['pid']})")
+            )
+
+
+def test_33_polls_and_sees_renames(tmp_path: Path) -> None:
+    """3.3 polls every 1.1 s: a renamed file is picked up; files present at start are not; the log rotates."""
+    with create_cluster(tmp_path, 1, version="3.3") as cluster:
+        server = cluster[0]
+        conf = server.path / "config" / "repo" / "server.conf"
+        conf.write_text(conf.read_text() + "log_max_bytes=600\n")
+        cluster.start_all()
+        _mv(MY_MOD, server.pickup_dir / "my_mod.py", tmp_path)
+        server.wait_for_log(_deployed_line(server, "my_mod.py"), timeout=5)
+        assert set(server.services()) == {"my-mod.get-customer"}  # demo.py was there at start: not deployed
+        assert (server.path / "logs" / "server.log.1").exists()
+
+
+def test_41_no_fan_out_and_redeploy_at_start(tmp_path: Path) -> None:
+    """4.1: no fan-out, import in place from the pickup dir, every .py under it re-deployed at start."""
+    cluster = create_cluster(tmp_path, 2, version="4.1")
+    s1, s2 = cluster.servers
+    assert not (s1.path / "config" / "repo" / "service-sources.txt").exists()
+    assert "bind=0.0.0.0:" in (s1.path / "config" / "repo" / "server.conf").read_text()
+    (s1.pickup_dir / "nested").mkdir()
+    (s1.pickup_dir / "nested" / "deep.py").write_text(TWO_SERVICES)
+    with cluster:
+        cluster.start_all()
+        assert set(s1.ping() or {}) == {"is_ok", "cid"}
+        s1.wait_for_log(f"Deployed 1 service from `{s1.pickup_dir / 'demo.py'}` -> ['demo.demo']")
+        s1.wait_for_log("Deployed 3 user-defined services (server1)")
+        assert set(s1.services()) == {"demo.demo", "custom.ping", "deep.create-order"}
+
+        _cp(MY_MOD, s1.pickup_dir / "my_mod.py", tmp_path)
+        s1.wait_for_log(f"Deployed 1 service from `{s1.pickup_dir / 'my_mod.py'}` -> ['my-mod.get-customer']")
+        time.sleep(1.5)
+        assert "my_mod" not in s2.log_text()
+        assert "my-mod.get-customer" not in s2.services()
+        assert not (s1.current_dir / "my_mod.py").exists()
+
+        # a restart re-deploys the pickup dir, my_mod.py included
+        pid = s1.pid()
+        assert s1.stop().returncode == 0
+        s1.wait_stopped(pid)
+        assert s1.start().returncode == 0
+        s1.wait_ready()
+        s1.wait_for_log("Deployed 4 user-defined services (server1)")
+        assert "my-mod.get-customer" in s1.services()
+
+
+def test_20_and_30_log_their_own_lines(tmp_path: Path) -> None:
+    """2.0 and 3.0 confirm with `Uploaded package ...`; 2.0 refuses with a WARN; 3.0 like 3.2. Dotted names load."""
+    install = create_install(tmp_path / "install")
+    pkg = install.extlib / "mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "services.py").write_text("from zato.server.service import Service\n\nclass GetX(Service):\n    pass\n")
+    c20 = create_cluster(tmp_path / "c20", 1, version="2.0", install=install, service_sources=["mypkg.services"])
+    c30 = create_cluster(tmp_path / "c30", 1, version="3.0", install=install, service_sources=["mypkg.services"])
+    both = Cluster(install, "both", "mixed", c20.odb, c20.events_path, [c20[0], c30[0]])
+    with both:
+        both.start_all()
+        s20, s30 = both.servers
+        for server in both:
+            server.wait_for_log(f"Deployed 1 user-defined services ({server.name})")
+            assert set(server.services()) == {"mypkg.services.get-x"}
+
+        _cp(MY_MOD, s20.pickup_dir / "my_mod.py", tmp_path)
+        _cp(MY_MOD, s30.pickup_dir / "my_mod.py", tmp_path)
+        s20.wait_for_log("Uploaded package id:[1], payload_name:[my_mod.py]")
+        s30.wait_for_log("Uploaded package id:`1`, payload_name:`my_mod.py`")
+
+        _cp(BROKEN, s20.pickup_dir / "my_mod.py", tmp_path)
+        _cp(BROKEN, s30.pickup_dir / "my_mod.py", tmp_path)
+        s20.wait_for_log("WARNING - ")
+        s20.wait_for_log("Package id:[2], payload_name:[my_mod.py] has not been deployed")
+        s30.wait_for_log(f"Could not load source, file_name:`{s30.current_dir / 'my_mod.py'}`", count=2)
+        s30.wait_for_log("No services nor models were deployed from module `my_mod.py`")
+        for server in both:
+            assert "my-mod.get-customer" in server.services()
+
+        # 2.0's CLI logged to stderr, 3.x's to stdout
+        assert s20.stop().stderr.startswith(f"Server `{s20.path}` shutting down")
+        assert s30.stop().stdout == f"Server `{s30.path}` shutting down\n"
+
+
+def test_cli_messages_and_exit_codes(tmp_path: Path) -> None:
+    """start/stop/info/wait print Zato's messages and exit with Zato's codes."""
+    install = create_install(tmp_path / "install")
+    port = free_port()
+    odb = tmp_path / "odb.sqlite"
+    path = create_server(install, tmp_path / "server1", version="3.2", http_port=port, odb=odb, stop_delay=0.3)
+    server = Server(install, path, "server1", "3.2", port)
+    pidfile = path / "pidfile"
+
+    not_zato = install.run("start", str(tmp_path))
+    assert not_zato.returncode == 3
+    assert not_zato.stdout == (
+        f"Directory {tmp_path} doesn't seem to belong to a Zato component. "
+        "Expected one of the following to exist ['.zato-info']\n"
+    )
+
+    assert server.stop().returncode == 2
+    assert server.stop().stdout == f"No pidfile found in `{pidfile}`\n"
+    info = server.info()
+    assert info["component_running"] is False and info["master_proc_pid"] is None
+    timed_out = server.zato("wait", "--timeout", "0.3")
+    assert timed_out.returncode == 28
+
+    started = server.start()
+    assert (started.returncode, started.stdout) == (0, "OK\n")
+    assert server.zato("wait", "--timeout", "10").returncode == 0
+    pid = int(pidfile.read_text())
+    assert not pidfile.read_text().endswith("\n")
+    info = server.info()
+    assert info["component_running"] is True and info["master_proc_pid"] == pid
+    assert "component_running" in server.zato("info").stdout
+    # detached: own session, stdin/stdout on /dev/null
+    assert os.getsid(pid) == pid
+    assert os.readlink(f"/proc/{pid}/fd/0") == os.readlink(f"/proc/{pid}/fd/1") == "/dev/null"
+
+    again = server.start()
+    assert (again.returncode, again.stdout) == (9, f"Cannot proceed, found pidfile `{pidfile}`\n")
+
+    twin_path = create_server(install, tmp_path / "twin", version="3.2", http_port=port, odb=odb)
+    twin = Server(install, twin_path, "twin", "3.2", port)
+    busy = twin.start()
+    assert busy.returncode == 16
+    assert busy.stdout == (
+        f"Exception: ('Server check failed. Address `0.0.0.0:{port}` already taken.',) "
+        "(Hint: re-run with --verbose for full traceback)\n"
+    )
+
+    stopped = server.stop()
+    assert (stopped.returncode, stopped.stdout) == (0, f"Server `{path}` shutting down\n")
+    assert not pidfile.exists()  # deleted at once, while the process still runs its stop delay
+    assert server.ping() is not None
+    server.wait_stopped(pid)
+
+    pidfile.write_text("")
+    assert server.stop().returncode == 10
+    gone = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True).stdout.strip()
+    pidfile.write_text(gone)  # a dead (and reaped) pid: exit 16, pidfile kept
+    dead = server.stop()
+    assert dead.returncode == 16 and dead.stdout.startswith("ProcessLookupError: ")
+    assert pidfile.exists()
+
+    # a stale pidfile does not stop a start, and `zato start` does not wait for readiness
+    server.set_faults(start_delay=1.5)
+    slow = server.start()
+    assert (slow.returncode, slow.stdout) == (0, "OK\n")
+    assert server.ping() is None
+    assert server.zato("wait", "--timeout", "10").returncode == 0
+    pid = server.pid()
+    assert server.stop().returncode == 0
+    server.wait_stopped(pid)
+
+    # fail_start makes `zato start` exit 18
+    server.set_faults(fail_start="boom: cannot start")
+    failed = server.start()
+    assert failed.returncode == 18
+    assert failed.stdout.startswith("Stderr received from program `Server` e:`boom: cannot start")
+
+    # a missing service-sources.txt stops the start as well
+    server.clear_faults()
+    (path / "config" / "repo" / "service-sources.txt").unlink()
+    other = server.start()
+    assert other.returncode == 18 and "service-sources.txt" in other.stdout
