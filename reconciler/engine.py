@@ -12,6 +12,7 @@ import fcntl
 import getpass
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -107,11 +108,15 @@ class StateLock:
 class Engine:
     """One reconciler's view of one repository and its servers."""
 
-    def __init__(self, settings: Settings, progress: Progress | None = None) -> None:
+    def __init__(
+        self, settings: Settings, progress: Progress | None = None, stop: threading.Event | None = None
+    ) -> None:
         if not settings.repo:
             raise Stalled("no repository given", hint="pass --repo PATH_OR_URL, or set `repo:` in the --config file")
         self.settings = settings
         self.progress: Progress = progress or (lambda _: None)
+        #: set by the daemon on SIGTERM: long work (a rolling restart) finishes the current server step and stops
+        self.stop = stop or threading.Event()
         self.source = Source(
             settings.repo, settings.branch, settings.state_dir, ssh_command=settings.git_ssh_command()
         )
@@ -155,15 +160,17 @@ class Engine:
         )
         return PlanReport(desired.commit, desired, observed, plan(desired, observed), failures)
 
-    def plan(self, only: list[str] | None = None) -> PlanReport:
-        commit = self.fetch()
+    def plan(self, only: list[str] | None = None, commit: str | None = None) -> PlanReport:
+        """The plan for the branch head (fetched), or for `commit` (already fetched) when given."""
+        commit = commit or self.fetch()
         desired = self.desired(commit)
         with self.connections() as conns:
             return self.observe(desired, conns, only)
 
-    def apply(self, only: list[str] | None = None) -> ApplyReport:
+    def apply(self, only: list[str] | None = None, commit: str | None = None) -> ApplyReport:
+        """Apply the branch head (fetched), or `commit` (already fetched) when given, to the clusters in `only`."""
         with self.locked():
-            commit = self.fetch()
+            commit = commit or self.fetch()
             run_id = uuid.uuid4().hex[:12]
             try:
                 desired = self.desired(commit)

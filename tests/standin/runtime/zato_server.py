@@ -702,8 +702,7 @@ class ZatoServer:
         conf = self.conf
         self.journal.append("stopping")
         log_parallel.info("Stopping server process (%s:%d)", conf.name, os.getpid())
-        delay = self.faults.get("stop_delay", conf.stop_delay)
-        time.sleep(float(delay))  # type: ignore[arg-type]
+        time.sleep(max(0.0, self.faults.number("stop_delay", conf.stop_delay)))
         if self.http is not None:
             self.http.shutdown()
             self.http.server_close()

@@ -1,0 +1,62 @@
+"""The one APScheduler of a reconciler process, with its persistent job store.
+
+Rollouts (static installs waiting for a window) and the daemon's periodic jobs run on the same
+`BackgroundScheduler`. Jobs that must survive a restart (a rollout waiting for its window) live in a SQLAlchemy
+job store: SQLite in the state dir by default, or any database URL from `job_store` in the config (e.g.
+PostgreSQL for a store shared by a standby). APScheduler 3.x is pinned (`>=3.11,<4`): 4.0 is still alpha and
+has another API.
+
+Persisted jobs name their function by import path and carry only plain arguments (ids); the function finds the
+process's engine through `register_runtime`, since an engine (open connections, settings with secrets) cannot
+and must not be pickled into the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from reconciler.settings import Settings
+
+#: the store for jobs that survive a restart; "default" is in memory (periodic jobs re-added at every start)
+PERSISTENT = "persistent"
+
+_runtime: dict[str, Any] = {}
+
+
+def job_store_url(settings: Settings) -> str:
+    if settings.job_store:
+        return settings.job_store
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(settings.state_dir).resolve() / 'jobs.sqlite'}"
+
+
+def make_scheduler(settings: Settings) -> BackgroundScheduler:
+    """A scheduler with an in-memory default store and the persistent SQLAlchemy store; not started."""
+    return BackgroundScheduler(
+        jobstores={"default": MemoryJobStore(), PERSISTENT: SQLAlchemyJobStore(url=job_store_url(settings))},
+        executors={"default": ThreadPoolExecutor(max_workers=4)},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
+        timezone="UTC",
+    )
+
+
+def register_runtime(name: str, value: Any) -> None:
+    """Make a live object (the engine factory) reachable from persisted job functions in this process."""
+    _runtime[name] = value
+
+
+def runtime(name: str) -> Any:
+    try:
+        return _runtime[name]
+    except KeyError as e:
+        raise RuntimeError(f"no {name!r} registered in this process; is the scheduler started by zato-gitops?") from e
+
+
+EngineFactory = Callable[[], Any]
