@@ -17,7 +17,8 @@ from typing import Protocol
 
 from reconciler.errors import ManifestInvalid, ModulesInvalid, Stalled
 from reconciler.manifest.loader import LoadedManifest, load_manifest
-from reconciler.state import Desired, DesiredCluster, Module
+from reconciler.manifest.model import Cluster
+from reconciler.state import Desired, DesiredCluster, Module, StaticFile, StaticTree, TreeMode
 
 
 class CommitReader(Protocol):
@@ -112,10 +113,99 @@ def desired_from_manifest(
                     blob=reader.blob_id(commit, path),
                     data=data,
                 )
-        clusters.append(DesiredCluster(spec=spec, modules=dict(sorted(by_name.items()))))
+        sources, extras, lines = _static(
+            reader, commit, files, spec, ci, loaded, manifest_path, errors, compile_failures
+        )
+        clusters.append(
+            DesiredCluster(
+                spec=spec, modules=dict(sorted(by_name.items())), sources=sources, extras=extras, source_lines=lines
+            )
+        )
     if errors:
         raise ManifestInvalid(errors)
     bad = [line for lines in compile_failures.values() for line in lines]
     if bad:
         raise ModulesInvalid(bad)
     return Desired(commit=commit, manifest=manifest, clusters=tuple(clusters), warnings=tuple(warnings))
+
+
+def source_line(target: str) -> str:
+    """The service-sources.txt line of a target: relative ones written `./x` as Zato's own file does."""
+    return target if target.startswith("/") else f"./{target}"
+
+
+def _tree(
+    reader: CommitReader, commit: str, files: list[str], repo_path: str, *, recursive: bool
+) -> tuple[TreeMode, dict[str, StaticFile]] | None:
+    """The files of a repository path: one file, or a directory's top-level *.py (recursive: every file)."""
+    if repo_path in files:
+        data = reader.read(commit, repo_path)
+        return "file", {"": StaticFile("", repo_path, hashlib.sha256(data).hexdigest(), data)}
+    prefix = repo_path.rstrip("/") + "/"
+    found: dict[str, StaticFile] = {}
+    for f in files:
+        if not f.startswith(prefix):
+            continue
+        rel = f[len(prefix) :]
+        if recursive:
+            if "__pycache__/" in f"/{rel}" or rel.endswith(".pyc"):
+                continue
+        elif "/" in rel or not rel.endswith(".py"):
+            continue  # Zato imports a directory's *.py files, non-recursively
+        data = reader.read(commit, f)
+        found[rel] = StaticFile(rel, f, hashlib.sha256(data).hexdigest(), data)
+    if not found and not any(f.startswith(prefix) for f in files):
+        return None
+    return ("tree" if recursive else "flat"), dict(sorted(found.items()))
+
+
+def _static(
+    reader: CommitReader,
+    commit: str,
+    files: list[str],
+    spec: Cluster,
+    ci: int,
+    loaded: LoadedManifest,
+    manifest_path: str,
+    errors: list[str],
+    compile_failures: dict[str, list[str]],
+) -> tuple[tuple[StaticTree, ...], tuple[StaticTree, ...], tuple[str, ...]]:
+    sources: list[StaticTree] = []
+    extras: list[StaticTree] = []
+    lines: list[str] = []
+
+    def check(tree: dict[str, StaticFile]) -> None:
+        for f in tree.values():
+            if f.repo_path.endswith(".py") and f.repo_path not in compile_failures:
+                compile_failures[f.repo_path] = compile_errors(f.repo_path, f.data)
+
+    for j, src in enumerate(spec.service_sources):
+        if src.module is not None:
+            lines.append(src.module)
+            continue
+        assert src.path is not None and src.target is not None
+        where = f"{manifest_path}:{loaded.line_of(('clusters', ci, 'service_sources', j, 'path'))}"
+        got = _tree(reader, commit, files, src.path, recursive=False)
+        if got is None:
+            errors.append(
+                f"{where}: clusters[{ci}].service_sources[{j}].path: {src.path!r} is not in the repository "
+                f"at {commit[:12]}"
+            )
+            continue
+        mode, tree = got
+        check(tree)
+        sources.append(StaticTree("source", src.path, src.target, mode, tree))
+        lines.append(source_line(src.target))
+    for k, extra in enumerate(spec.extra_paths):
+        where = f"{manifest_path}:{loaded.line_of(('clusters', ci, 'extra_paths', k, 'path'))}"
+        got = _tree(reader, commit, files, extra.path, recursive=True)
+        if got is None:
+            errors.append(
+                f"{where}: clusters[{ci}].extra_paths[{k}].path: {extra.path!r} is not in the repository "
+                f"at {commit[:12]}"
+            )
+            continue
+        mode, tree = got
+        check(tree)
+        extras.append(StaticTree("extra", extra.path, posixpath.join(spec.extra_paths_dir, extra.name), mode, tree))
+    return tuple(sources), tuple(extras), tuple(lines)

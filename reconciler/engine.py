@@ -152,8 +152,8 @@ class Engine:
         return build_desired(self.source, commit, self.settings.manifest)
 
     def observe(self, desired: Desired, conns: Connections, only: list[str] | None = None) -> PlanReport:
-        clusters = [c for c in desired.manifest.clusters if only is None or c.name in only]
-        n = sum(len(c.servers) for c in clusters)
+        clusters = [c for c in desired.clusters if only is None or c.name in only]
+        n = sum(len(c.spec.servers) for c in clusters)
         self.progress(f"observing {n} server{'s' if n != 1 else ''}")
         observed, failures = observe_all(
             clusters, conns.get, parallelism=self.settings.parallelism, timeout=self.settings.command_timeout

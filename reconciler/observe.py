@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from reconciler.errors import ReconcilerError, Stalled, Unreachable
 from reconciler.manifest.model import Cluster, Server
-from reconciler.state import LogMark, ObservedCluster, ObservedServer, ServerPaths
+from reconciler.state import DesiredCluster, LogMark, ObservedCluster, ObservedServer, ServerPaths
 from reconciler.transport import Transport, script_argv
 from reconciler.zato.profiles import profile
 
@@ -72,34 +72,65 @@ if [ -s pidfile ]; then
   p=$(cat pidfile)
   if [ -d "/proc/$p" ]; then echo "running $p"; else echo "dead $p"; fi
 else echo "none"; fi
+sources=$(res "$ss" "$repo")
+if [ -f "$sources" ]; then echo "@@sources present"; sed 's/^/|/' "$sources"; else echo "@@sources missing"; fi
+shift
+for spec in "$@"; do
+  mode=${spec%%:*}; p=${spec#*:}
+  echo "@@static $spec"
+  case $mode in
+    file) [ -f "$p" ] && sha256sum -- "$p" ;;
+    flat) hashes "$p" ;;
+    tree) [ -d "$p" ] && (cd "$p" &&
+            find . -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -exec sha256sum -- {} +) ;;
+  esac
+done
 echo "@@end"
 """
 
 
 def _sections(text: str) -> dict[str, list[str]]:
+    """Output -> {header: lines}. Most headers are one word; `fatal`, `sources` and `static` carry an argument,
+    kept as the first line of their section (static sections are keyed by their whole header)."""
     out: dict[str, list[str]] = {}
     current: list[str] | None = None
     for line in text.splitlines():
         if line.startswith("@@"):
-            name = line[2:].strip()
-            current = out.setdefault(name.split(" ", 1)[0], [])
-            if " " in name:
-                current.append(name.split(" ", 1)[1])
+            header = line[2:].strip()
+            name, _, arg = header.partition(" ")
+            key = header if name == "static" else name
+            current = out.setdefault(key, [])
+            if arg and name != "static":
+                current.append(arg)
             continue
         if current is not None:
             current.append(line)
     return out
 
 
-def _hashes(lines: list[str]) -> dict[str, str]:
+def _hashes(lines: list[str], rel: Callable[[str], str] = posixpath.basename) -> dict[str, str]:
     result: dict[str, str] = {}
     for line in lines:
         # sha256sum prints "HASH  PATH"; a leading backslash marks an escaped (odd) file name: not ours, skip it
         if not line or line.startswith("\\") or "  " not in line:
             continue
         digest, path = line.split("  ", 1)
-        result[posixpath.basename(path)] = digest
+        result[rel(path)] = digest
     return dict(sorted(result.items()))
+
+
+_REL: dict[str, Callable[[str], str]] = {
+    "file": lambda _: "",
+    "flat": posixpath.basename,
+    "tree": lambda p: p[2:] if p.startswith("./") else p,
+}
+
+
+def static_specs(desired: DesiredCluster | None, server_dir: str) -> list[str]:
+    """`mode:absolute-path` of every static tree the observe script must hash on one server."""
+    if desired is None:
+        return []
+    return [f"{t.mode}:{t.path_on(server_dir)}" for t in (*desired.sources, *desired.extras)]
 
 
 _FATAL = {
@@ -140,6 +171,13 @@ def parse_observation(cluster: Cluster, server: Server, text: str) -> ObservedSe
     )
     size, inode = (sec.get("log") or ["0 0"])[0].split()[:2]
     pid = (sec.get("pid") or ["none"])[0]
+    static: dict[str, dict[str, str]] = {}
+    for key, lines in sec.items():
+        if key.startswith("static "):
+            mode, _, path = key[len("static ") :].partition(":")
+            static[path] = _hashes(lines, _REL.get(mode, posixpath.basename))
+    src = sec.get("sources") or ["missing"]
+    sources_text = None if src[0] != "present" else "".join(line[1:] + "\n" for line in src[1:])
     current = _hashes(sec.get("current", []))
     pickup = _hashes(sec.get("pickup", []))
     return ObservedServer(
@@ -151,11 +189,18 @@ def parse_observation(cluster: Cluster, server: Server, text: str) -> ObservedSe
         log=LogMark(path=paths.log, size=int(size), inode=int(inode)),
         running=pid.startswith("running"),
         zato_version=str(info.get("version", "")),
+        pid=int(pid.split()[1]) if pid.split()[1:] and pid.split()[1].isdigit() else None,
+        static=static,
+        sources_text=sources_text,
     )
 
 
-def observe_server(transport: Transport, cluster: Cluster, server: Server, timeout: float = 60.0) -> ObservedServer:
-    result = transport.run(script_argv(OBSERVE_SCRIPT, server.path), timeout=timeout)
+def observe_server(
+    transport: Transport, cluster: Cluster, server: Server, timeout: float = 60.0, desired: DesiredCluster | None = None
+) -> ObservedServer:
+    """One round trip: the observe script with the server dir and the static trees to hash."""
+    specs = static_specs(desired, server.path)
+    result = transport.run(script_argv(OBSERVE_SCRIPT, server.path, *specs), timeout=timeout)
     if not result.ok:
         raise Unreachable(
             f"{cluster.name}/{server.name}: observing failed (exit {result.exit_code}): {result.err_text()[:300]}"
@@ -167,7 +212,7 @@ ObserveError = tuple[str, str, ReconcilerError]
 
 
 def observe_all(
-    clusters: Sequence[Cluster],
+    clusters: Sequence[DesiredCluster],
     connect: Callable[[Cluster, Server], Transport],
     *,
     parallelism: int = 16,
@@ -177,14 +222,15 @@ def observe_all(
 
     Returns the observed clusters (only those whose every server answered) and, per failed server,
     (cluster, server, error)."""
-    jobs = [(c, s) for c in clusters for s in c.servers]
+    jobs = [(d, s) for d in clusters for s in d.spec.servers]
     results: dict[tuple[str, str], ObservedServer] = {}
     failures: list[ObserveError] = []
 
-    def one(job: tuple[Cluster, Server]) -> None:
-        c, s = job
+    def one(job: tuple[DesiredCluster, Server]) -> None:
+        d, s = job
+        c = d.spec
         try:
-            results[(c.name, s.name)] = observe_server(connect(c, s), c, s, timeout)
+            results[(c.name, s.name)] = observe_server(connect(c, s), c, s, timeout, d)
         except ReconcilerError as e:
             failures.append((c.name, s.name, e))
 
@@ -192,8 +238,8 @@ def observe_all(
         list(pool.map(one, jobs))
     failed = {c for c, _, _ in failures}
     observed = {
-        c.name: ObservedCluster(c.name, tuple(results[(c.name, s.name)] for s in c.servers))
-        for c in clusters
-        if c.name not in failed
+        d.name: ObservedCluster(d.name, tuple(results[(d.name, s.name)] for s in d.spec.servers))
+        for d in clusters
+        if d.name not in failed
     }
     return observed, failures

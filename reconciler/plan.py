@@ -4,6 +4,13 @@ Like kopf's change detection and pyinfra's prepare step, `plan()` is a pure func
 same `Plan`, which `plan` prints and `apply` executes, so what a user reviewed is what runs. Golden tests in
 tests/unit/golden/ pin its behaviour, including the no-change case that must give an empty plan.
 
+Static rules (what Zato reads only at start: service_sources trees, service-sources.txt, extra_paths):
+- each server's trees are compared file by file (added, changed, removed), and its service-sources.txt is
+  compared with what it would be with the reconciler's block set; any difference means "restart required";
+- extra_paths live in the install, shared by every server of one host: each of those servers is restarted, but
+  apply writes the files once per host;
+- a rolling restart needs every server of the cluster running, or it would have two down at once.
+
 Hot-deploy rules (facts in docs/zato-facts.md):
 - a module is deployed when its sha256 differs from what any server of the cluster runs (added or changed);
 - on 2.0 to 3.3 one drop into one running server's pickup dir fans out to the cluster, so the module is dropped
@@ -13,13 +20,39 @@ Hot-deploy rules (facts in docs/zato-facts.md):
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from reconciler.state import Desired, DesiredCluster, ObservedCluster
+from reconciler.state import Desired, DesiredCluster, ObservedCluster, ObservedServer, StaticTree
+from reconciler.zato import sources as service_sources
 
 Reason = Literal["added", "changed"]
+Change = Literal["added", "changed", "removed"]
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One file a restart installs: in a service_sources tree, an extra_paths tree, or service-sources.txt."""
+
+    kind: Literal["source", "extra", "service-sources"]
+    path: str  # absolute, on the server
+    change: Change
+    old_sha256: str | None
+    new_sha256: str | None
+    repo_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Restart:
+    """A server that must be restarted to install static changes."""
+
+    server: str
+    host: str  # servers with the same host share the install's zato_extra_paths
+    changes: tuple[FileChange, ...]  # the server's own: service_sources trees and service-sources.txt
+    shared: tuple[FileChange, ...]  # extra_paths of its host's install, written once per host
+    sources_text: str | None = None  # the new service-sources.txt, when it changes
 
 
 @dataclass(frozen=True)
@@ -54,10 +87,13 @@ class ClusterPlan:
     #: reasons the cluster cannot be applied as planned (apply refuses the cluster and says these)
     blocked: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    restarts: tuple[Restart, ...] = ()
+    #: reasons the rolling restart cannot start (the hot-deploys may still go out)
+    restart_blocked: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not self.hot_deploys
+        return not self.hot_deploys and not self.restarts
 
     def servers_touched(self) -> set[str]:
         return {s for h in self.hot_deploys for s in h.drop_on}
@@ -122,7 +158,66 @@ def plan_cluster(desired: DesiredCluster, observed: ObservedCluster) -> ClusterP
                     f"{s.name} is not running, so it cannot confirm a hot-deploy; start it "
                     f"(zato start {s.paths.server_dir}) and run again"
                 )
-    return ClusterPlan(desired.name, desired.spec.zato_version, tuple(hot), tuple(blocked))
+    restarts = tuple(r for s in servers if (r := _restart(desired, s)) is not None)
+    restart_blocked = tuple(
+        f"{s.name} is not running; a rolling restart now would have it and another server down at once. "
+        f"Start it (zato start {s.paths.server_dir}) and run again"
+        for s in servers
+        if restarts and not s.running
+    )
+    return ClusterPlan(
+        desired.name, desired.spec.zato_version, tuple(hot), tuple(blocked), (), restarts, restart_blocked
+    )
+
+
+def host_key(desired: DesiredCluster, server: str) -> str:
+    """Servers whose files live on the same machine: same SSH host and port (every server, for `local`)."""
+    if desired.spec.transport == "local":
+        return "local"
+    s = next(x for x in desired.spec.servers if x.name == server)
+    return f"{s.host}:{s.port}"
+
+
+def tree_changes(tree: StaticTree, server_dir: str, observed: dict[str, str] | None) -> list[FileChange]:
+    base = tree.path_on(server_dir)
+    have = observed or {}
+    out: list[FileChange] = []
+    for rel, f in tree.files.items():
+        path = f"{base}/{rel}" if rel else base
+        old = have.get(rel)
+        if old != f.sha256:
+            out.append(FileChange(tree.kind, path, "changed" if old else "added", old, f.sha256, f.repo_path))
+    for rel, old in have.items():
+        if rel not in tree.files:
+            out.append(FileChange(tree.kind, f"{base}/{rel}" if rel else base, "removed", old, None))
+    return out
+
+
+def _restart(desired: DesiredCluster, obs: ObservedServer) -> Restart | None:
+    server_dir = obs.paths.server_dir
+    own: list[FileChange] = []
+    for tree in desired.sources:
+        own += tree_changes(tree, server_dir, dict(obs.static.get(tree.path_on(server_dir), {})))
+    new_text: str | None = None
+    if desired.profile.service_sources and (
+        desired.source_lines or service_sources.block_lines(obs.sources_text)
+    ):
+        rendered = service_sources.render(obs.sources_text, desired.source_lines)
+        if rendered != obs.sources_text:
+            new_text = rendered
+            own.append(FileChange(
+                "service-sources", obs.paths.service_sources, "changed" if obs.sources_text is not None else "added",
+                _sha(obs.sources_text), _sha(rendered)))
+    shared: list[FileChange] = []
+    for tree in desired.extras:
+        shared += tree_changes(tree, server_dir, dict(obs.static.get(tree.path_on(server_dir), {})))
+    if not own and not shared:
+        return None
+    return Restart(obs.name, host_key(desired, obs.name), tuple(own), tuple(shared), new_text)
+
+
+def _sha(text: str | None) -> str | None:
+    return None if text is None else hashlib.sha256(text.encode()).hexdigest()
 
 
 def plan(desired: Desired, observed: dict[str, ObservedCluster]) -> Plan:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from reconciler.manifest.model import Cluster, Manifest, Server
 from reconciler.zato.profiles import Profile, profile
@@ -26,9 +27,48 @@ class Module:
 
 
 @dataclass(frozen=True)
+class StaticFile:
+    """One file of a static tree, read from the commit."""
+
+    rel: str  # path inside the tree ("a.py", "pkg/__init__.py"); "" when the tree is a single file
+    repo_path: str
+    sha256: str
+    data: bytes = field(repr=False, compare=False)
+
+
+TreeMode = Literal["flat", "file", "tree"]
+
+
+@dataclass(frozen=True)
+class StaticTree:
+    """Files the reconciler keeps equal on every server, installed only by a restart.
+
+    `source`: a service_sources directory (its top-level *.py, the way Zato imports a directory) or .py file;
+    `extra`: an extra_paths package (every file, recursively) or module, in the install's zato_extra_paths."""
+
+    kind: Literal["source", "extra"]
+    repo_path: str
+    target: str  # relative to the server dir or absolute (source); absolute in extra_paths_dir (extra)
+    mode: TreeMode  # flat: top-level *.py of a dir; file: one file; tree: every file below a dir
+    files: Mapping[str, StaticFile]
+
+    def path_on(self, server_dir: str) -> str:
+        """The absolute path of this tree on a server."""
+        return self.target if self.target.startswith("/") else f"{server_dir}/{self.target}"
+
+
+@dataclass(frozen=True)
 class DesiredCluster:
     spec: Cluster
     modules: Mapping[str, Module]  # by file name, in sorted order
+    sources: tuple[StaticTree, ...] = ()  # service_sources with a path, in manifest order
+    extras: tuple[StaticTree, ...] = ()  # extra_paths, in manifest order
+    #: the lines of the reconciler's block in service-sources.txt, in manifest order
+    source_lines: tuple[str, ...] = ()
+
+    @property
+    def has_static(self) -> bool:
+        return bool(self.sources or self.extras or self.source_lines)
 
     @property
     def name(self) -> str:
@@ -86,6 +126,11 @@ class ObservedServer:
     log: LogMark
     running: bool  # the pidfile names a live process
     zato_version: str  # from .zato-info
+    pid: int | None = None
+    #: absolute tree path -> {rel: sha256} for every static tree the manifest names (absent tree: {})
+    static: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: service-sources.txt as it is on the server; None when the file is missing
+    sources_text: str | None = None
 
     @property
     def name(self) -> str:

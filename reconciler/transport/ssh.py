@@ -47,7 +47,10 @@ class _QuietRetriedOpens(logging.Filter):
 
 
 logging.getLogger("paramiko.transport").addFilter(_QuietRetriedOpens())
-_CHUNK = 65536
+_CHUNK = 32768  # one SSH packet's worth
+_POLL = 0.25  # how often blocked stream threads look at their stop flag
+_WITHOUT_STDIN = " </dev/null"
+_WITH_STDIN = "; __zg_status=$?; cat >/dev/null; exit $__zg_status"
 
 
 def _default_known_hosts() -> Path:
@@ -66,7 +69,7 @@ class SSHOptions:
     connect_timeout: float = 10.0
     #: seconds between SSH keepalive packets on idle connections (0 disables them)
     keepalive: float = 30.0
-    #: sessions opened at once on one connection; OpenSSH's MaxSessions defaults to 10 (one is kept for SFTP)
+    #: the hosts' sshd MaxSessions (OpenSSH's default is 10); commands at once per connection stay below it
     max_sessions: int = 10
     #: seconds an SFTP request may take before the put is given up as Unreachable
     io_timeout: float = 60.0
@@ -167,8 +170,9 @@ class _Conn:
         transport = client.get_transport()
         assert transport is not None
         self.transport: paramiko.Transport = transport
-        # MaxSessions bounds the channels open at once; one is kept for the SFTP channel.
-        self.sessions = threading.BoundedSemaphore(max(1, max_sessions - 1))
+        # MaxSessions bounds the sessions open at once: one is kept for the SFTP channel and one as headroom,
+        # because sshd frees a closed session's slot lazily (a refusal is still retried, see `_channel`).
+        self.sessions = threading.BoundedSemaphore(max(1, max_sessions - 2))
         self.sftp_lock = threading.Lock()
         self.sftp: paramiko.SFTPClient | None = None
 
@@ -351,9 +355,18 @@ class SSHTransport:
     # -- the Transport protocol -----------------------------------------------------------------------------
 
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float = 60.0) -> RunResult:
+        """Run argv through the SSH user's login shell, which must be a POSIX shell (sh, dash, bash, ksh, zsh).
+
+        The command line is `shlex.join(argv)` plus a fixed suffix: `</dev/null` without stdin, or, with
+        stdin, `; s=$?; cat >/dev/null; exit $s`, so the remote side always reads our input to its end. That
+        way sshd never closes the channel while we still send on it: paramiko builds a message under the
+        channel lock and sends it after releasing it, so an EOF or data racing a close can reach sshd after
+        our CLOSE, and sshd then drops the WHOLE connection ("packet referred to nonexistent channel",
+        paramiko issues #1115, #1584, #1705), failing every server sharing it."""
         if not argv:
             raise ValueError("run() needs a non-empty argv")
         command = shlex.join(argv)
+        command += _WITH_STDIN if stdin is not None else _WITHOUT_STDIN
         what = argv[0]
         deadline = time.monotonic() + timeout
         with self._channel(deadline, what, timeout) as (conn, chan):
@@ -363,17 +376,17 @@ class SSHTransport:
                 if not conn.alive():
                     self._pool._evict(self._key, conn)
                 raise errors.Unreachable(f"{self.label}: could not start `{what}`: {e}") from e
+            chan.settimeout(_POLL)  # so the stream threads notice `stop`
+            stop = threading.Event()
+            send_lock = threading.Lock()
             out: list[bytes] = []
             err: list[bytes] = []
             threads = [
-                threading.Thread(target=_drain, args=(chan.recv, out), daemon=True),
-                threading.Thread(target=_drain, args=(chan.recv_stderr, err), daemon=True),
+                threading.Thread(target=_drain, args=(chan.recv, out, stop), daemon=True),
+                threading.Thread(target=_drain, args=(chan.recv_stderr, err, stop), daemon=True),
             ]
-            if stdin:
-                threads.append(threading.Thread(target=_feed, args=(chan, stdin), daemon=True))
-            else:
-                with contextlib.suppress(OSError, paramiko.SSHException, EOFError):
-                    chan.shutdown_write()
+            if stdin is not None:
+                threads.append(threading.Thread(target=_feed, args=(chan, stdin, stop, send_lock), daemon=True))
             for t in threads:
                 t.start()
             for t in threads:
@@ -382,7 +395,14 @@ class SSHTransport:
                 max(0.0, deadline - time.monotonic())
             )
             if not finished:
-                chan.close()
+                stop.set()
+                # Close only between two of the writer's sends (see the docstring); it waits at most _POLL.
+                locked = send_lock.acquire(timeout=4 * _POLL)
+                try:
+                    chan.close()
+                finally:
+                    if locked:
+                        send_lock.release()
                 if not conn.alive():
                     self._pool._evict(self._key, conn)
                     raise errors.Unreachable(f"{self.label}: the connection was lost while running `{what}`")
@@ -519,23 +539,41 @@ class SSHTransport:
                 conn.sessions.release()
 
 
-def _drain(recv: Callable[[int], bytes], sink: list[bytes]) -> None:
-    """Read one stream of a channel to its end (runs in its own thread so stdout and stderr never block
-    each other)."""
-    try:
-        while True:
+def _drain(recv: Callable[[int], bytes], sink: list[bytes], stop: threading.Event) -> None:
+    """Read one stream of a channel to its end (in its own thread, so stdout and stderr never block each
+    other)."""
+    while True:
+        try:
             data = recv(_CHUNK)
-            if not data:
+        except TimeoutError:
+            if stop.is_set():
                 return
-            sink.append(data)
-    except (OSError, paramiko.SSHException, EOFError):
-        return
+            continue
+        except (OSError, paramiko.SSHException, EOFError):
+            return
+        if not data:
+            return
+        sink.append(data)
 
 
-def _feed(chan: paramiko.Channel, data: bytes) -> None:
-    """Write stdin then EOF. A remote command that exits without reading its input is not an error."""
+def _feed(chan: paramiko.Channel, data: bytes, stop: threading.Event, send_lock: threading.Lock) -> None:
+    """Write stdin then EOF, one packet at a time under send_lock, so `run` can close the channel between
+    two sends on a timeout. A remote command that exits without reading its input is not an error."""
+    view = memoryview(data)
     try:
-        chan.sendall(data)
-        chan.shutdown_write()
+        while view:
+            if stop.is_set():
+                return
+            with send_lock:
+                try:
+                    sent = chan.send(bytes(view[:_CHUNK]))
+                except TimeoutError:
+                    continue  # no window yet; look at `stop` again
+            if sent == 0:
+                return
+            view = view[sent:]
+        with send_lock:
+            if not stop.is_set():
+                chan.shutdown_write()
     except (OSError, paramiko.SSHException, EOFError):
         return
