@@ -209,6 +209,247 @@ def history(cluster: str | None, limit: int, as_json: bool, **kw: Any) -> None:
 
 
 @main.command()
+@common_options
+@click.option("--listen", metavar="HOST:PORT",
+              help="Address of /healthz, /readyz, /metrics, /api/status and the webhooks.  [default: 127.0.0.1:9180]")
+@click.option("--interval", type=float, metavar="SECONDS",
+              help="Seconds between two polls of the branch head (plus jitter).  [default: 60]")
+@click.option("--log-format", "log_format", type=click.Choice(["text", "json"]),
+              help="One line per event: text for people, json for log shippers.  [default: text]")
+@handle_errors
+def run(listen: str | None, interval: float | None, log_format: str | None, **kw: Any) -> None:
+    """Run the reconciler as a daemon: merging is enough, and what drifts is put back.
+
+    \b
+    Every INTERVAL it asks the remote for the branch head (no fetch while it has not moved); when it moved, it
+    fetches and reconciles each cluster on its own, as `apply` does. Newest commit wins:
+      - a commit that cannot succeed (invalid manifest, a module that does not compile, a module Zato
+        refused, an unknown host key) is recorded and waits for a new commit (Stalled in `status`);
+      - one that failed for a passing reason (a server unreachable, a confirmation timeout) is retried with
+        exponential backoff (retry_backoff doubling up to retry_backoff_max).
+    Every drift_interval the servers are compared with the last applied commit: drift is put back
+    (`drift: heal`, the default, per cluster in the manifest) or only reported (`drift: report`).
+
+    \b
+    Endpoints on --listen: GET /healthz /readyz /metrics /api/status; POST /hooks/github, /hooks/gitlab,
+    /hooks/gitea, /hooks/generic (signed with webhook_secret from the --config file). Other settings
+    (drift_interval, jitter, retry_backoff, retry_backoff_max, webhook_secret, notify_urls, notify_format,
+    job_store) come from the --config file; see deploy/config.example.yaml.
+
+    One daemon per state dir. SIGTERM finishes the current server step, never leaves a server stopped,
+    writes the status and exits 0.
+    """
+    from reconciler import logs
+    from reconciler.daemon import Daemon
+
+    settings = make_settings(kw, listen=listen, interval=interval, log_format=log_format)
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    logs.setup(settings.log_format, secrets=[secret] if secret else [])
+    sys.exit(Daemon(settings).run())
+
+
+@main.command()
+@common_options
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON (the daemon's /api/status).")
+@handle_errors
+def status(as_json: bool, **kw: Any) -> None:
+    """Each cluster's conditions (Ready, Reconciling, Stalled), revisions and servers.
+
+    Asks the daemon running on the state dir; when none runs, reads what the last one wrote to
+    <state_dir>/status.json. Exit 0 when every cluster is Ready, 1 otherwise (or when nothing is known yet).
+    """
+    from reconciler.daemon import call, running_daemon
+    from reconciler.status import StatusStore
+
+    settings = make_settings(kw)
+    info = running_daemon(settings.state_dir)
+    data = call(info, "GET", "/api/status") if info else StatusStore(settings.state_dir).load().to_dict()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        print_status(data, running=info is not None, state_dir=settings.state_dir)
+    clusters = data.get("clusters") or []
+    ready = bool(clusters) and all(
+        any(c["type"] == "Ready" and c["status"] == "True" for c in cl["conditions"]) for cl in clusters)
+    sys.exit(EXIT_OK if ready else EXIT_ERROR)
+
+
+def print_status(data: dict[str, Any], *, running: bool, state_dir: Path) -> None:
+    from rich.table import Table
+
+    d = data.get("daemon") or {}
+    src = data.get("source") or {}
+    if running:
+        out.print(f"daemon pid {d.get('pid')} at {d.get('url')}, started {d.get('started')}")
+    else:
+        out.print(f"no daemon runs on {state_dir}; as last recorded:")
+    out.print(f"branch head {(src.get('revision') or '-')[:12]}, last poll {src.get('last_poll_at_iso') or '-'}")
+    if src.get("error"):
+        out.print(f"source problem ({src.get('error_kind')}): {src['error']}")
+    clusters = data.get("clusters") or []
+    if not clusters:
+        out.print("no cluster reconciled yet")
+        return
+    table = Table(show_lines=False, pad_edge=False, box=None)
+    for col in ("CLUSTER", "READY", "RECONCILING", "STALLED", "REASON", "APPLIED", "ATTEMPTED", "SUSPENDED",
+                "MESSAGE"):
+        table.add_column(col)
+    for cl in clusters:
+        cond = {c["type"]: c for c in cl["conditions"]}
+        ready = cond.get("Ready", {})
+        table.add_row(
+            cl["name"], ready.get("status", "Unknown"), cond.get("Reconciling", {}).get("status", "-"),
+            cond.get("Stalled", {}).get("status", "-"), ready.get("reason", "-"),
+            (cl.get("last_applied_revision") or "-")[:12], (cl.get("last_attempted_revision") or "-")[:12],
+            "yes" if cl.get("suspended") else "no", (ready.get("message") or "")[:200],
+        )
+    out.print(table)
+    servers = Table(box=None, pad_edge=False)
+    for col in ("CLUSTER", "SERVER", "STATE", "LAST DEPLOY", "MESSAGE"):
+        servers.add_column(col)
+    for cl in clusters:
+        for name, st in (cl.get("servers") or {}).items():
+            servers.add_row(cl["name"], name, st.get("state", "-"), st.get("last_outcome") or "-",
+                            (st.get("message") or "")[:120])
+    if servers.row_count:
+        out.print()
+        out.print(servers)
+    for cl in clusters:
+        if cl.get("drift"):
+            dr = cl["drift"]
+            out.print(f"{cl['name']}: drift {dr['action']} at {dr.get('found_at_iso')}: {'; '.join(dr['items'])}")
+
+
+def _set_suspended(clusters: tuple[str, ...], suspended: bool, kw: dict[str, Any]) -> None:
+    from reconciler.daemon import call, edit_status, running_daemon
+    from reconciler.status import StatusStore
+
+    settings = make_settings(kw)
+    info = running_daemon(settings.state_dir)
+    verb = "suspended" if suspended else "resumed"
+    if info is not None:
+        call(info, "POST", "/api/suspend" if suspended else "/api/resume", {"clusters": list(clusters)})
+        out.print(f"{', '.join(clusters)}: {verb} (daemon pid {info.pid})")
+        return
+
+    def edit(store: StatusStore) -> None:
+        import time
+
+        for c in clusters:
+            store.cluster(c).set_suspended(suspended, time.time())
+
+    edit_status(settings.state_dir, edit)
+    out.print(f"{', '.join(clusters)}: {verb} (no daemon runs; recorded in {settings.state_dir}/status.json)")
+
+
+@main.command()
+@common_options
+@click.argument("clusters", nargs=-1, required=True, metavar="CLUSTER...")
+@handle_errors
+def suspend(clusters: tuple[str, ...], **kw: Any) -> None:
+    """Stop the daemon from touching CLUSTER: no deploys, no drift healing, until `resume`.
+
+    For a change window or a hand investigation on the servers. Kept in <state_dir>/status.json, so it holds
+    across daemon restarts; `apply` run by hand is not affected.
+    """
+    _set_suspended(clusters, True, kw)
+
+
+@main.command()
+@common_options
+@click.argument("clusters", nargs=-1, required=True, metavar="CLUSTER...")
+@handle_errors
+def resume(clusters: tuple[str, ...], **kw: Any) -> None:
+    """Let the daemon reconcile CLUSTER again; a running daemon reconciles it at once."""
+    _set_suspended(clusters, False, kw)
+
+
+@main.command()
+@common_options
+@click.argument("clusters", nargs=-1, metavar="[CLUSTER]...")
+@handle_errors
+def reconcile(clusters: tuple[str, ...], **kw: Any) -> None:
+    """Ask the running daemon to reconcile now (every cluster, or the ones named).
+
+    Unlike a poll, this applies the branch head even when it has not moved: servers are observed and put
+    back, and a commit that stalled is tried again. Returns at once; follow it with `zato-gitops status`.
+    Without a daemon, use `zato-gitops apply`.
+    """
+    from reconciler.daemon import call, running_daemon
+    from reconciler.errors import Stalled
+
+    settings = make_settings(kw)
+    info = running_daemon(settings.state_dir)
+    if info is None:
+        raise Stalled(f"no zato-gitops daemon runs on the state dir {settings.state_dir}",
+                      hint="start one with `zato-gitops run`, or apply once with `zato-gitops apply`")
+    call(info, "POST", "/api/reconcile", {"clusters": list(clusters)} if clusters else {})
+    out.print(f"reconcile of {', '.join(clusters) or 'every cluster'} requested from daemon pid {info.pid}")
+
+
+@main.group(invoke_without_command=True)
+@common_options
+@click.option("--json", "as_json", is_flag=True, help="Print the rollouts as JSON on stdout.")
+@click.pass_context
+@handle_errors
+def rollouts(ctx: click.Context, /, as_json: bool, **kw: Any) -> None:
+    """Rolling restarts: list them (pending, running, halted, finished), or resume / cancel one.
+
+    A rolling restart installs static changes (service_sources, extra_paths, service-sources.txt) one server at a
+    time. Its progress is kept in the state dir, so one interrupted by a crash resumes where it stopped at the next
+    `apply` (or `rollouts resume ID`); one waiting for its `rollout.window` runs in the `zato-gitops run` daemon.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["kw"] = kw
+    if ctx.invoked_subcommand is not None:
+        return
+    from reconciler.render import print_rollouts
+    from reconciler.store import RolloutStore
+
+    store = RolloutStore.for_settings(make_settings(kw))
+    found = store.all()
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in found], indent=2))
+    else:
+        print_rollouts(out, found)
+
+
+@rollouts.command("resume")
+@click.argument("rollout_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
+@click.pass_context
+@handle_errors
+def rollouts_resume(ctx: click.Context, /, rollout_id: str, as_json: bool) -> None:
+    """Run a pending, halted or interrupted rollout now (a pending one skips its window).
+
+    Servers already done are not restarted again; a halted rollout retries the server that failed. Exit 0 when
+    the rollout finished, 1 otherwise.
+    """
+    from reconciler.engine import Engine
+    from reconciler.render import print_rollout_outcome
+
+    engine = Engine(make_settings(ctx.obj["kw"]), progress)
+    rollout, outcomes = engine.resume_rollout(rollout_id)
+    if as_json:
+        click.echo(json.dumps(rollout.to_dict() | {"outcomes": [o.__dict__ for o in outcomes]}, indent=2))
+    else:
+        print_rollout_outcome(out, rollout, outcomes)
+    sys.exit(EXIT_OK if rollout.status == "finished" else EXIT_ERROR)
+
+
+@rollouts.command("cancel")
+@click.argument("rollout_id")
+@click.pass_context
+@handle_errors
+def rollouts_cancel(ctx: click.Context, /, rollout_id: str) -> None:
+    """Cancel a pending or halted rollout; its servers keep what they run now."""
+    from reconciler.engine import Engine
+
+    rollout = Engine(make_settings(ctx.obj["kw"]), progress).cancel_rollout(rollout_id)
+    out.print(f"rollout {rollout.id} of cluster {rollout.cluster}: {rollout.status}")
+
+
+@main.command()
 def schema() -> None:
     """Print the manifest's JSON Schema (for editors and CI checks)."""
     from reconciler.manifest.schema import json_schema

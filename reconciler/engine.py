@@ -8,6 +8,7 @@ neither knows how a step is done.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import getpass
 import os
@@ -21,15 +22,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+
 from reconciler.apply.hotdeploy import ServerResult, hot_deploy
+from reconciler.apply.rollout import RestartOutcome, RolloutRunner
 from reconciler.audit import Audit, PushResult, format_at
 from reconciler.desired import build_desired
 from reconciler.errors import Stalled
-from reconciler.observe import ObserveError, observe_all
-from reconciler.plan import Plan, plan
+from reconciler.observe import ObserveError, observe_all, observe_server
+from reconciler.plan import ClusterPlan, Plan, plan
+from reconciler.scheduler import PERSISTENT, make_scheduler, runtime
 from reconciler.settings import Settings
 from reconciler.source import Source
-from reconciler.state import Desired, ObservedCluster
+from reconciler.state import Desired, ObservedCluster, ObservedServer
+from reconciler.store import OPEN, Rollout, RolloutStore
 from reconciler.transport.connect import Connections
 from reconciler.transport.ssh import SSHOptions
 
@@ -61,6 +69,10 @@ class PlanReport:
 class ApplyReport:
     report: PlanReport
     results: dict[str, dict[str, ServerResult]] = field(default_factory=dict)
+    #: cluster -> (the rollout as it ended, what each server did)
+    rollouts: dict[str, tuple[Rollout, list[RestartOutcome]]] = field(default_factory=dict)
+    #: cluster -> (rollout id, next run) for rolling restarts waiting for their window
+    scheduled: dict[str, tuple[str, str]] = field(default_factory=dict)
     refused: dict[str, list[str]] = field(default_factory=dict)  # cluster -> reasons it was not applied
     note: PushResult | None = None
     run_id: str = ""
@@ -71,6 +83,7 @@ class ApplyReport:
             self.report.complete
             and not self.refused
             and all(r.ok for servers in self.results.values() for r in servers.values())
+            and all(r.status == "finished" for r, _ in self.rollouts.values())
         )
 
 
@@ -121,6 +134,9 @@ class Engine:
             settings.repo, settings.branch, settings.state_dir, ssh_command=settings.git_ssh_command()
         )
         self.audit = Audit(self.source)
+        self._store: RolloutStore | None = None
+        #: the daemon's running scheduler; None in a one-shot command (a temporary one persists window jobs)
+        self.scheduler: BackgroundScheduler | None = None
         self.by = f"{getpass.getuser()}@{socket.gethostname()}"
 
     @contextmanager
@@ -168,7 +184,11 @@ class Engine:
             return self.observe(desired, conns, only)
 
     def apply(self, only: list[str] | None = None, commit: str | None = None) -> ApplyReport:
-        """Apply the branch head (fetched), or `commit` (already fetched) when given, to the clusters in `only`."""
+        """Apply the branch head (fetched), or `commit` (already fetched) when given, to the clusters in `only`.
+
+        Per cluster: hot-deploys first (no restart needed), then the rolling restart for static changes, now or,
+        with a `rollout.window`, as a persisted job waiting for the window. A rollout interrupted earlier (the
+        reconciler was killed) is finished first, at the server where it stopped."""
         with self.locked():
             commit = commit or self.fetch()
             run_id = uuid.uuid4().hex[:12]
@@ -178,37 +198,166 @@ class Engine:
                 self._record(commit, [self._record_base(run_id, commit) | {
                     "action": "refused", "outcome": "failed", "detail": e.message}])
                 raise
+            result = ApplyReport(PlanReport(commit, desired, {}, plan(desired, {}), []), run_id=run_id)
+            records: list[dict[str, Any]] = []
             with self.connections() as conns:
+                for rollout in self.store.all(("running",)):
+                    if only is None or rollout.cluster in only:
+                        records += self._run_rollout(rollout.id, conns, result)
                 report = self.observe(desired, conns, only)
-                result = ApplyReport(report, run_id=run_id)
-                records: list[dict[str, Any]] = []
+                result.report = report
                 for cluster_plan in report.plan.clusters:
-                    name = cluster_plan.cluster
-                    if cluster_plan.empty:
-                        continue
-                    if cluster_plan.blocked:
-                        result.refused[name] = list(cluster_plan.blocked)
-                        records.append(self._record_base(run_id, commit) | {
-                            "cluster": name, "action": "refused", "outcome": "failed",
-                            "detail": "; ".join(cluster_plan.blocked)})
-                        continue
-                    dc = desired.cluster(name)
-                    spec = dc.spec
-                    transports = {s.name: conns.get(spec, s) for s in spec.servers}
-                    servers = hot_deploy(
-                        dc, report.observed[name], cluster_plan, transports,
-                        timeout=spec.confirm_timeout or self.settings.confirm_timeout,
-                        poll=self.settings.confirm_poll, progress=self.progress,
-                        parallelism=self.settings.parallelism,
-                    )
-                    result.results[name] = servers
-                    records += self._hot_records(run_id, commit, dc.modules, name, servers)
+                    if not cluster_plan.empty:
+                        records += self._apply_cluster(run_id, desired, report, cluster_plan, conns, result)
                 for c, s, err in report.unreachable:
                     records.append(self._record_base(run_id, commit) | {
                         "cluster": c, "server": s, "action": "observe", "outcome": "failed", "detail": err.message})
             if records:
                 result.note = self._record(commit, records)
             return result
+
+    def _apply_cluster(
+        self, run_id: str, desired: Desired, report: PlanReport, cluster_plan: ClusterPlan, conns: Connections,
+        result: ApplyReport,
+    ) -> list[dict[str, Any]]:
+        name, commit = cluster_plan.cluster, desired.commit
+        dc = desired.cluster(name)
+        spec = dc.spec
+        records: list[dict[str, Any]] = []
+        if cluster_plan.blocked:
+            result.refused[name] = list(cluster_plan.blocked)
+            return [self._record_base(run_id, commit) | {
+                "cluster": name, "action": "refused", "outcome": "failed", "detail": "; ".join(cluster_plan.blocked)}]
+        transports = {s.name: conns.get(spec, s) for s in spec.servers}
+        if cluster_plan.hot_deploys:
+            servers = hot_deploy(
+                dc, report.observed[name], cluster_plan, transports,
+                timeout=spec.confirm_timeout or self.settings.confirm_timeout,
+                poll=self.settings.confirm_poll, progress=self.progress, parallelism=self.settings.parallelism,
+            )
+            result.results[name] = servers
+            records += self._hot_records(run_id, commit, dc.modules, name, servers)
+            if not all(r.ok for r in servers.values()):
+                if cluster_plan.restarts:
+                    result.refused[name] = ["a hot-deploy failed, so the rolling restart was not started"]
+                return records
+        if not cluster_plan.restarts:
+            return records
+        if cluster_plan.restart_blocked:
+            result.refused[name] = list(cluster_plan.restart_blocked)
+            return [*records, self._record_base(run_id, commit) | {
+                "cluster": name, "action": "refused", "outcome": "failed",
+                "detail": "; ".join(cluster_plan.restart_blocked)}]
+        for old in self.store.all(OPEN, cluster=name):
+            self.store.set_status(old.id, "superseded", f"superseded by commit {commit[:12]}")
+            self._unschedule(old.id)
+        servers_in_order = [s.name for s in spec.servers]
+        window = spec.rollout.window
+        if window:
+            rollout = self.store.create(name, commit, servers_in_order, status="pending", window=window)
+            when = self._schedule(rollout.id, window)
+            result.scheduled[name] = (rollout.id, when)
+            self.progress(f"{name}: rolling restart {rollout.id} waits for its window '{window}' (next: {when})")
+            return [*records, self._record_base(run_id, commit) | {
+                "cluster": name, "action": "rollout-scheduled", "rollout": rollout.id, "outcome": "pending",
+                "detail": f"window '{window}', next {when}"}]
+        rollout = self.store.create(name, commit, servers_in_order, status="running", window=None)
+        self.progress(f"{name}: rolling restart {rollout.id} of {len(cluster_plan.restarts)} server(s), "
+                      f"{spec.rollout.max_unavailable} at a time")
+        return [*records, *self._run_rollout(rollout.id, conns, result)]
+
+    # --- rollouts ------------------------------------------------------------------------------------------
+    @property
+    def store(self) -> RolloutStore:
+        if self._store is None:
+            self._store = RolloutStore.for_settings(self.settings)
+        return self._store
+
+    def _run_rollout(self, rid: str, conns: Connections, result: ApplyReport | None = None) -> list[dict[str, Any]]:
+        rollout = self.store.get(rid)
+        desired = self.desired(rollout.commit)
+        dc = desired.cluster(rollout.cluster)
+        spec = dc.spec
+        transports = {s.name: conns.get(spec, s) for s in spec.servers}
+        by_name = {s.name: s for s in spec.servers}
+
+        def observe_one(server: str) -> ObservedServer:
+            s = by_name[server]
+            return observe_server(transports[server], spec, s, self.settings.command_timeout, dc)
+
+        runner = RolloutRunner(self.store, dc, transports, observe_one, progress=self.progress, stop=self.stop,
+                               poll=self.settings.confirm_poll)
+        outcomes = runner.run(rollout)
+        final = self.store.get(rid)
+        if result is not None:
+            result.rollouts[rollout.cluster] = (final, outcomes)
+        records = []
+        for o in outcomes:
+            if o.outcome in ("interrupted",):
+                continue
+            rec = self._record_base(uuid.uuid4().hex[:12], rollout.commit) | {
+                "cluster": rollout.cluster, "server": o.server, "action": "restart", "rollout": rid,
+                "outcome": o.outcome, "started": o.started, "ready": o.ready, "duration": round(o.duration, 2),
+                "files": o.files,
+            }
+            if not o.ok:
+                rec["detail"] = (o.error + "\n" + "\n".join(o.lines[-10:]))[-2000:]
+            records.append(rec)
+        return records
+
+    def resume_rollout(self, rid: str) -> tuple[Rollout, list[RestartOutcome]]:
+        """Run a pending, halted or interrupted rollout now (the window of a pending one is skipped)."""
+        with self.locked():
+            rollout = self.store.find(rid)
+            if rollout.status not in OPEN:
+                raise Stalled(f"rollout {rollout.id} is {rollout.status}; only pending, running or halted ones resume")
+            self._unschedule(rollout.id)
+            self.source.fetch()
+            result = ApplyReport(PlanReport(rollout.commit, self.desired(rollout.commit), {}, Plan("", ()), []))
+            with self.connections() as conns:
+                records = self._run_rollout(rollout.id, conns, result)
+            if records:
+                self._record(rollout.commit, records)
+            final, outcomes = result.rollouts[rollout.cluster]
+            return final, outcomes
+
+    def cancel_rollout(self, rid: str) -> Rollout:
+        with self.locked():
+            rollout = self.store.find(rid)
+            if rollout.status not in OPEN:
+                raise Stalled(f"rollout {rollout.id} is already {rollout.status}")
+            self.store.set_status(rollout.id, "cancelled", "cancelled by a person")
+            self._unschedule(rollout.id)
+            return self.store.get(rollout.id)
+
+    def _schedule(self, rid: str, window: str) -> str:
+        """Persist a job that runs the rollout at the window's next start; returns that time (UTC, ISO)."""
+        sched = self.scheduler or make_scheduler(self.settings)
+        temporary = self.scheduler is None
+        if temporary:
+            sched.start(paused=True)
+        try:
+            job = sched.add_job(
+                "reconciler.engine:run_scheduled_rollout", CronTrigger.from_crontab(window, timezone="UTC"),
+                args=[rid], id=f"rollout-{rid}", jobstore=PERSISTENT, replace_existing=True,
+            )
+            when = job.next_run_time
+            return when.isoformat() if when else "never"
+        finally:
+            if temporary:
+                sched.shutdown(wait=False)
+
+    def _unschedule(self, rid: str) -> None:
+        sched = self.scheduler or make_scheduler(self.settings)
+        temporary = self.scheduler is None
+        if temporary:
+            sched.start(paused=True)
+        try:
+            with contextlib.suppress(JobLookupError):
+                sched.remove_job(f"rollout-{rid}", jobstore=PERSISTENT)
+        finally:
+            if temporary:
+                sched.shutdown(wait=False)
 
     # --- records -------------------------------------------------------------------------------------------
     def _record_base(self, run_id: str, commit: str) -> dict[str, Any]:
@@ -235,3 +384,13 @@ class Engine:
         self.progress(f"recording {len(records)} record{'s' if len(records) != 1 else ''} on {commit[:12]}")
         return self.audit.record(commit, records)
 
+
+
+def run_scheduled_rollout(rid: str) -> None:
+    """The persisted job of a rollout waiting for its window (APScheduler calls it by this import path)."""
+    engine: Engine = runtime("engine")
+    try:
+        rollout, _ = engine.resume_rollout(rid)
+        engine.progress(f"scheduled rollout {rid}: {rollout.status}")
+    except Exception as e:  # a job must never kill the scheduler's thread; the store keeps the status
+        engine.progress(f"scheduled rollout {rid} failed: {e}")

@@ -158,7 +158,7 @@ def plan_cluster(desired: DesiredCluster, observed: ObservedCluster) -> ClusterP
                     f"{s.name} is not running, so it cannot confirm a hot-deploy; start it "
                     f"(zato start {s.paths.server_dir}) and run again"
                 )
-    restarts = tuple(r for s in servers if (r := _restart(desired, s)) is not None)
+    restarts = tuple(r for s in servers if (r := restart_for(desired, s)) is not None)
     restart_blocked = tuple(
         f"{s.name} is not running; a rolling restart now would have it and another server down at once. "
         f"Start it (zato start {s.paths.server_dir}) and run again"
@@ -193,7 +193,8 @@ def tree_changes(tree: StaticTree, server_dir: str, observed: dict[str, str] | N
     return out
 
 
-def _restart(desired: DesiredCluster, obs: ObservedServer) -> Restart | None:
+def restart_for(desired: DesiredCluster, obs: ObservedServer) -> Restart | None:
+    """The static changes one server needs, or None; also used by the rollout at the server's own turn."""
     server_dir = obs.paths.server_dir
     own: list[FileChange] = []
     for tree in desired.sources:

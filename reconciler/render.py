@@ -14,6 +14,8 @@ from rich.table import Table
 from rich.text import Text
 
 from reconciler.engine import ApplyReport, PlanReport
+from reconciler.plan import ClusterPlan
+from reconciler.store import Rollout
 
 
 def short(sha: str | None, n: int = 8) -> str:
@@ -41,31 +43,57 @@ def print_plan(console: Console, report: PlanReport) -> None:
         if cp.empty:
             console.print(f"{head}: up to date")
             continue
-        n = len(cp.hot_deploys)
-        console.print(Text(f"{head}: {n} module{'s' if n != 1 else ''} to hot-deploy", style="bold"))
-        table = Table(box=None, padding=(0, 2), pad_edge=False, show_header=True)
-        table.add_column("  module", no_wrap=True)
-        table.add_column("change", no_wrap=True)
-        table.add_column("sha256 server -> repo", no_wrap=True)
-        table.add_column("differs on")
-        for h in cp.hot_deploys:
-            olds = sorted({short(d.old_sha256) for d in h.diffs})
-            table.add_row(
-                ("~ " if h.reason == "changed" else "+ ") + h.repo_path,
-                h.reason,
-                f"{'/'.join(olds)} -> {short(h.sha256)}",
-                ", ".join(d.server for d in h.diffs),
-            )
-        console.print(table)
-        drops = sorted({s for h in cp.hot_deploys for s in h.drop_on})
-        confirm = [s.name for s in spec.servers if any(s.name in h.confirm_on for h in cp.hot_deploys)]
-        how = "the cluster fans it out" if report.desired.cluster(cp.cluster).profile.fan_out else "no fan-out on 4.1"
-        console.print(f"  copied into the pickup dir of {', '.join(drops)} ({how}); "
-                      f"confirmed in logs/server.log by {', '.join(confirm)}")
-        for b in cp.blocked:
-            console.print(Text(f"  blocked: {b}", style="red"))
+        if cp.hot_deploys:
+            _print_hot(console, report, cp, head)
+        if cp.restarts:
+            _print_restarts(console, cp, head, spec.rollout.max_unavailable, spec.rollout.window)
     if p.empty and report.complete:
         console.print("No changes: every server runs what the commit says.")
+
+
+_MARK = {"added": "+", "changed": "~", "removed": "-"}
+
+
+def _print_restarts(console: Console, cp: ClusterPlan, head: str, at_once: int, window: str | None) -> None:
+    names = ", ".join(r.server for r in cp.restarts)
+    when = f", in the window '{window}'" if window else ""
+    console.print(Text(f"{head}: restart required on {names} (rolling, {at_once} at a time{when})", style="bold"))
+    for r in cp.restarts:
+        console.print(f"  {r.server}: restart required")
+        for c in r.changes:
+            console.print(f"    {_MARK[c.change]} {c.path}  {short(c.old_sha256)} -> {short(c.new_sha256)}")
+        for c in r.shared:
+            console.print(f"    {_MARK[c.change]} {c.path}  {short(c.old_sha256)} -> {short(c.new_sha256)}"
+                          f"  (extra path, shared by host {r.host})")
+    for b in cp.restart_blocked:
+        console.print(Text(f"  blocked: {b}", style="red"))
+
+
+def _print_hot(console: Console, report: PlanReport, cp: ClusterPlan, head: str) -> None:
+    spec = report.desired.cluster(cp.cluster).spec
+    n = len(cp.hot_deploys)
+    console.print(Text(f"{head}: {n} module{'s' if n != 1 else ''} to hot-deploy", style="bold"))
+    table = Table(box=None, padding=(0, 2), pad_edge=False, show_header=True)
+    table.add_column("  module", no_wrap=True)
+    table.add_column("change", no_wrap=True)
+    table.add_column("sha256 server -> repo", no_wrap=True)
+    table.add_column("differs on")
+    for h in cp.hot_deploys:
+        olds = sorted({short(d.old_sha256) for d in h.diffs})
+        table.add_row(
+            ("~ " if h.reason == "changed" else "+ ") + h.repo_path,
+            h.reason,
+            f"{'/'.join(olds)} -> {short(h.sha256)}",
+            ", ".join(d.server for d in h.diffs),
+        )
+    console.print(table)
+    drops = sorted({s for h in cp.hot_deploys for s in h.drop_on})
+    confirm = [s.name for s in spec.servers if any(s.name in h.confirm_on for h in cp.hot_deploys)]
+    how = "the cluster fans it out" if report.desired.cluster(cp.cluster).profile.fan_out else "no fan-out on 4.1"
+    console.print(f"  copied into the pickup dir of {', '.join(drops)} ({how}); "
+                  f"confirmed in logs/server.log by {', '.join(confirm)}")
+    for b in cp.blocked:
+        console.print(Text(f"  blocked: {b}", style="red"))
 
 
 def print_unreachable(console: Console, report: PlanReport) -> None:
@@ -93,16 +121,20 @@ def apply_dict(result: ApplyReport) -> dict[str, Any]:
             for c, servers in result.results.items()
             for s, r in servers.items()
         ],
+        "rollouts": [
+            r.to_dict() | {"outcomes": [o.__dict__ for o in outcomes]} for r, outcomes in result.rollouts.values()
+        ],
+        "scheduled": [{"cluster": c, "rollout": rid, "next_run": when} for c, (rid, when) in result.scheduled.items()],
         "note": None if result.note is None else {"pushed": result.note.pushed, "reason": result.note.reason},
     }
 
 
 def print_apply(console: Console, result: ApplyReport) -> None:
     rep = result.report
-    if rep.plan.empty and not rep.unreachable:
+    if rep.plan.empty and not rep.unreachable and not result.rollouts:
         console.print(f"Commit {rep.commit[:12]}: no changes, nothing was touched.")
         return
-    table = Table(title=f"Outcome for commit {rep.commit[:12]}", title_justify="left")
+    table = Table(title=f"Hot-deploy outcome for commit {rep.commit[:12]}", title_justify="left")
     for col in ("cluster", "server", "modules", "outcome"):
         table.add_column(col)
     for c, servers in result.results.items():
@@ -114,7 +146,8 @@ def print_apply(console: Console, result: ApplyReport) -> None:
         table.add_row(c, "-", "-", Text("refused: " + "; ".join(reasons), style="red"))
     for c, s, _ in rep.unreachable:
         table.add_row(c, s, "-", Text("not observed; cluster not touched", style="red"))
-    console.print(table)
+    if table.row_count:
+        console.print(table)
     print_unreachable(console, rep)
     for c, servers in result.results.items():
         for s, r in servers.items():
@@ -122,6 +155,11 @@ def print_apply(console: Console, result: ApplyReport) -> None:
                 console.print(Text(f"{c}/{s}: {m} {r.modules.get(m)}; what it logged:", style="red"))
                 for line in lines or ["(nothing since the deploy started)"]:
                     console.print(Text(f"    {line}"))
+    for rollout, outcomes in result.rollouts.values():
+        print_rollout_outcome(console, rollout, outcomes)
+    for c, (rid, when) in result.scheduled.items():
+        console.print(f"cluster {c}: rolling restart {rid} is scheduled for its window, next {when} "
+                      f"(`zato-gitops rollouts` lists it; `rollouts resume {rid}` runs it now)")
     if result.note is not None and not result.note.pushed:
         console.print(Text(f"note kept in the state dir, not pushed: {result.note.reason}", style="yellow"))
 
@@ -154,4 +192,38 @@ def print_history(console: Console, entries: Sequence[Any]) -> None:
             Text(outcome, style="green" if outcome == "ok" else "red"),
             ", ".join(sorted(row["servers"])) or "-",
         )
+    console.print(table)
+
+
+def print_rollout_outcome(console: Console, rollout: Rollout, outcomes: Sequence[Any]) -> None:
+    style = {"finished": "green", "halted": "red"}.get(rollout.status, "yellow")
+    console.print(Text(f"Rolling restart {rollout.id} of cluster {rollout.cluster} at {rollout.commit[:12]}: "
+                       f"{rollout.status}", style=style))
+    table = Table()
+    for col in ("server", "outcome", "took", "files"):
+        table.add_column(col)
+    for o in outcomes:
+        ok = o.outcome in ("ready", "unchanged")
+        table.add_row(o.server, Text(o.outcome, style="green" if ok else "red"),
+                      f"{o.duration:.1f} s" if o.duration else "-", str(len(o.files)))
+    console.print(table)
+    if rollout.message:
+        console.print(Text(f"  {rollout.message}", style=style))
+    for o in outcomes:
+        if o.outcome not in ("ready", "unchanged", "interrupted"):
+            console.print(Text(f"{rollout.cluster}/{o.server}: {o.error}", style="red"))
+            for line in o.lines[-10:]:
+                console.print(Text(f"    {line}"))
+
+
+def print_rollouts(console: Console, rollouts: Sequence[Rollout]) -> None:
+    table = Table(title="Rollouts (newest first)", title_justify="left", box=None, padding=(0, 2), pad_edge=False)
+    for col in ("id", "cluster", "commit", "status", "progress", "window", "updated", "message"):
+        table.add_column(col, no_wrap=col != "message")
+    for r in rollouts:
+        style = {"finished": "green", "halted": "red", "running": "yellow", "pending": "cyan"}.get(r.status, "")
+        steps = ", ".join(f"{s.server}:{s.step}" for s in r.servers)
+        table.add_row(r.id, r.cluster, r.commit[:8], Text(r.status, style=style),
+                      f"{r.done_count}/{len(r.servers)} ({steps})", r.window or "-", r.updated[:19].replace("T", " "),
+                      r.message)
     console.print(table)

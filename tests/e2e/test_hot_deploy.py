@@ -157,7 +157,7 @@ def test_an_unknown_host_key_is_refused_with_how_to_add_it(world: World, tmp_pat
 
 
 def test_a_server_that_never_confirms_fails_the_apply_and_is_named(world: World) -> None:
-    world.servers[2].set_faults(mute_hot_deploy=True)
+    world.set_faults(world.servers[2], mute_hot_deploy=True)
     world.zato(world.servers[2], "stop")
     world.servers[2].wait_stopped()
     assert world.zato(world.servers[2], "start").returncode == 0

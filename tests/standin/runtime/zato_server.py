@@ -91,6 +91,7 @@ class Faults:
 
     - `fail_start` (true or a message): write the message to stderr and exit 1 before binding, so `zato start`
       exits 18 with `Stderr received from program ...`.
+    - `fail_start_times` (int): like `fail_start` for that many starts (counted down in the file), then normal.
     - `start_delay` (seconds): sleep after deploying user services, before binding the port.
     - `stop_delay` (seconds): overrides `[standin] stop_delay`, the pause between SIGTERM and releasing the port.
     - `ignore_sigterm` (bool): SIGTERM is logged and ignored (only SIGKILL ends the process).
@@ -543,6 +544,13 @@ class ZatoServer:
         self.write_pidfile()
         self.journal.append("starting")
         message = self.faults.get("fail_start")
+        times = int(self.faults.number("fail_start_times"))
+        if times > 0:  # fail this many starts, then start normally (a start that fails once, for rollbacks)
+            data = self.faults.read()
+            data["fail_start_times"] = times - 1
+            with open(self.faults.path, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+            message = f"Stand-in fault `fail_start_times` in {conf.faults_path}"
         if message:
             self.fail(message if isinstance(message, str) else f"Stand-in fault `fail_start` in {conf.faults_path}")
         extra_stderr = self.faults.get("stderr_at_start")

@@ -1,0 +1,216 @@
+"""Rollout progress that survives the reconciler: which servers of a rolling restart are done, which is in flight.
+
+A reconciler killed mid-rollout must resume at the server where it stopped, never restart a finished server
+again and never have two servers down at once (practice 10, after kustomize-controller's inventory). So every
+step of every server is written here before and after it happens. SQLAlchemy Core on SQLite in the state dir by
+default; the same database URL as the APScheduler job store when `job_store` points at a shared database.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine as SAEngine
+
+from reconciler.settings import Settings
+
+Status = Literal["pending", "running", "halted", "finished", "cancelled", "superseded"]
+#: a rollout in one of these still has work to do
+OPEN: tuple[Status, ...] = ("pending", "running", "halted")
+
+#: the steps of one server, in order; "done" and "rolled-back" are final
+Step = Literal["pending", "writing", "stopping", "starting", "waiting", "verifying", "done", "failed", "rolled-back"]
+
+metadata = MetaData()
+rollouts_t = Table(
+    "zg_rollouts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("cluster", String(200), nullable=False),
+    Column("commit_sha", String(64), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("window", String(100)),
+    Column("created", String(40), nullable=False),
+    Column("updated", String(40), nullable=False),
+    Column("message", Text, default=""),
+    Column("hosts_written", Text, default="[]"),
+)
+servers_t = Table(
+    "zg_rollout_servers",
+    metadata,
+    Column("rollout_id", String(32), primary_key=True),
+    Column("server", String(200), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("step", String(20), nullable=False),
+    Column("wrote_shared", Integer, default=0),
+    Column("log_size", Integer),
+    Column("log_inode", Integer),
+    Column("started", String(40)),
+    Column("ready", String(40)),
+    Column("detail", Text, default=""),
+)
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class ServerProgress:
+    server: str
+    position: int
+    step: str
+    wrote_shared: bool = False
+    log_size: int | None = None
+    log_inode: int | None = None
+    started: str | None = None
+    ready: str | None = None
+    detail: str = ""
+
+
+@dataclass
+class Rollout:
+    id: str
+    cluster: str
+    commit: str
+    status: str
+    window: str | None
+    created: str
+    updated: str
+    message: str = ""
+    hosts_written: list[str] = field(default_factory=list)
+    servers: list[ServerProgress] = field(default_factory=list)
+
+    @property
+    def done_count(self) -> int:
+        return sum(1 for s in self.servers if s.step == "done")
+
+    def server(self, name: str) -> ServerProgress:
+        return next(s for s in self.servers if s.server == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "cluster": self.cluster, "commit": self.commit, "status": self.status,
+            "window": self.window, "created": self.created, "updated": self.updated, "message": self.message,
+            "servers": [s.__dict__ for s in self.servers],
+        }
+
+
+def store_url(settings: Settings) -> str:
+    from reconciler.scheduler import job_store_url
+
+    return job_store_url(settings)
+
+
+class RolloutStore:
+    def __init__(self, url: str) -> None:
+        self.engine: SAEngine = create_engine(url, future=True)
+        metadata.create_all(self.engine)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> RolloutStore:
+        return cls(store_url(settings))
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def create(self, cluster: str, commit: str, servers: list[str], *, status: Status, window: str | None) -> Rollout:
+        rid = uuid.uuid4().hex[:10]
+        ts = now()
+        with self._tx() as c:
+            c.execute(insert(rollouts_t).values(
+                id=rid, cluster=cluster, commit_sha=commit, status=status, window=window, created=ts, updated=ts,
+                message="", hosts_written="[]"))
+            for i, s in enumerate(servers):
+                c.execute(insert(servers_t).values(rollout_id=rid, server=s, position=i, step="pending", detail=""))
+        return self.get(rid)
+
+    def get(self, rid: str) -> Rollout:
+        with self._tx() as c:
+            row = c.execute(select(rollouts_t).where(rollouts_t.c.id == rid)).mappings().first()
+            if row is None:
+                raise KeyError(rid)
+            rows = c.execute(
+                select(servers_t).where(servers_t.c.rollout_id == rid).order_by(servers_t.c.position)
+            ).mappings().all()
+        return _rollout(row, rows)
+
+    def find(self, prefix: str) -> Rollout:
+        """A rollout by its id or a unique prefix of it."""
+        with self._tx() as c:
+            ids = [r[0] for r in c.execute(select(rollouts_t.c.id).where(rollouts_t.c.id.startswith(prefix)))]
+        if len(ids) != 1:
+            raise KeyError(prefix)
+        return self.get(ids[0])
+
+    def all(self, statuses: tuple[str, ...] | None = None, cluster: str | None = None) -> list[Rollout]:
+        q = select(rollouts_t.c.id).order_by(rollouts_t.c.created.desc())
+        if statuses:
+            q = q.where(rollouts_t.c.status.in_(statuses))
+        if cluster:
+            q = q.where(rollouts_t.c.cluster == cluster)
+        with self._tx() as c:
+            ids = [r[0] for r in c.execute(q)]
+        return [self.get(i) for i in ids]
+
+    def set_status(self, rid: str, status: Status, message: str | None = None) -> None:
+        values: dict[str, Any] = {"status": status, "updated": now()}
+        if message is not None:
+            values["message"] = message
+        with self._tx() as c:
+            c.execute(update(rollouts_t).where(rollouts_t.c.id == rid).values(**values))
+
+    def add_host_written(self, rid: str, host: str) -> None:
+        r = self.get(rid)
+        hosts = sorted({*r.hosts_written, host})
+        with self._tx() as c:
+            c.execute(update(rollouts_t).where(rollouts_t.c.id == rid).values(
+                hosts_written=json.dumps(hosts), updated=now()))
+
+    def update_server(self, rid: str, server: str, **values: Any) -> None:
+        if "wrote_shared" in values:
+            values["wrote_shared"] = int(bool(values["wrote_shared"]))
+        with self._tx() as c:
+            c.execute(update(servers_t).where(servers_t.c.rollout_id == rid, servers_t.c.server == server)
+                      .values(**values))
+            c.execute(update(rollouts_t).where(rollouts_t.c.id == rid).values(updated=now()))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _rollout(row: Any, rows: Any) -> Rollout:
+    return Rollout(
+        id=row["id"], cluster=row["cluster"], commit=row["commit_sha"], status=row["status"], window=row["window"],
+        created=row["created"], updated=row["updated"], message=row["message"] or "",
+        hosts_written=json.loads(row["hosts_written"] or "[]"),
+        servers=[
+            ServerProgress(
+                server=r["server"], position=r["position"], step=r["step"], wrote_shared=bool(r["wrote_shared"]),
+                log_size=r["log_size"], log_inode=r["log_inode"], started=r["started"], ready=r["ready"],
+                detail=r["detail"] or "",
+            )
+            for r in rows
+        ],
+    )
