@@ -17,7 +17,6 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,12 +30,13 @@ from reconciler.apply.rollout import RestartOutcome, RolloutRunner
 from reconciler.audit import Audit, PushResult, format_at
 from reconciler.desired import build_desired
 from reconciler.errors import Stalled
-from reconciler.observe import ObserveError, observe_all, observe_server
+from reconciler.observe import observe_all, observe_server
 from reconciler.plan import ClusterPlan, Plan, plan
+from reconciler.report import ApplyReport, PlanReport
 from reconciler.scheduler import PERSISTENT, make_scheduler, runtime
 from reconciler.settings import Settings
 from reconciler.source import Source
-from reconciler.state import Desired, ObservedCluster, ObservedServer
+from reconciler.state import Desired, ObservedServer
 from reconciler.store import OPEN, Rollout, RolloutStore
 from reconciler.transport.connect import Connections
 from reconciler.transport.ssh import SSHOptions
@@ -50,41 +50,6 @@ def utc_now() -> str:
 
 def _iso(ts: float) -> str:
     return format_at(datetime.fromtimestamp(ts, UTC))
-
-
-@dataclass
-class PlanReport:
-    commit: str
-    desired: Desired
-    observed: dict[str, ObservedCluster]
-    plan: Plan
-    unreachable: list[ObserveError]
-
-    @property
-    def complete(self) -> bool:
-        return not self.unreachable
-
-
-@dataclass
-class ApplyReport:
-    report: PlanReport
-    results: dict[str, dict[str, ServerResult]] = field(default_factory=dict)
-    #: cluster -> (the rollout as it ended, what each server did)
-    rollouts: dict[str, tuple[Rollout, list[RestartOutcome]]] = field(default_factory=dict)
-    #: cluster -> (rollout id, next run) for rolling restarts waiting for their window
-    scheduled: dict[str, tuple[str, str]] = field(default_factory=dict)
-    refused: dict[str, list[str]] = field(default_factory=dict)  # cluster -> reasons it was not applied
-    note: PushResult | None = None
-    run_id: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.report.complete
-            and not self.refused
-            and all(r.ok for servers in self.results.values() for r in servers.values())
-            and all(r.status == "finished" for r, _ in self.rollouts.values())
-        )
 
 
 class StateLock:

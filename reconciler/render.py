@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from reconciler.engine import ApplyReport, PlanReport
 from reconciler.plan import ClusterPlan
+from reconciler.report import ApplyReport, PlanReport
 from reconciler.store import Rollout
 
 
