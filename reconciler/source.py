@@ -29,7 +29,7 @@ from typing import BinaryIO, cast
 import git
 from git.objects import Blob, Commit
 
-from reconciler.errors import SourceError, Stalled
+from reconciler.errors import HostKeyError, SourceError, Stalled
 
 log = logging.getLogger(__name__)
 
@@ -268,15 +268,27 @@ class Source:
                         f"the branch {self.branch!r} does not exist in {self.safe_url}",
                         hint="push the branch, or point the reconciler at an existing one",
                     )
+                self._raise_for_host_key(result)
                 raise SourceError(f"cannot fetch {self.branch!r} from {self.safe_url}: {result.message()}")
             head = self.git("rev-parse", "--verify", f"{self.tracking_ref}^{{commit}}")
             return self._check(head, "cannot resolve the fetched branch").out.strip()
+
+    def _raise_for_host_key(self, result: GitResult) -> None:
+        """An unknown or changed SSH host key of the git server needs a person, not a retry."""
+        if "Host key verification failed" in result.err or "REMOTE HOST IDENTIFICATION HAS CHANGED" in result.err:
+            raise HostKeyError(
+                f"cannot fetch from {self.safe_url}: Host key verification failed (the git server's SSH host key "
+                "is not in the known_hosts file, or it changed); it is never accepted automatically",
+                hint="verify the server's fingerprint, then add its key to the file given with --known-hosts, "
+                "e.g. `ssh-keyscan -p PORT HOST >> KNOWN_HOSTS` and compare `ssh-keygen -lf KNOWN_HOSTS`",
+            )
 
     def remote_head(self) -> str | None:
         """The branch head on the remote via `git ls-remote` (nothing fetched); None when it is absent."""
         ref = f"refs/heads/{self.branch}"
         result = self.git("ls-remote", "origin", ref)
         if not result.ok:
+            self._raise_for_host_key(result)
             raise SourceError(f"cannot list the branches of {self.safe_url}: {result.message()}")
         for line in result.out.splitlines():
             sha, _, name = line.partition("\t")

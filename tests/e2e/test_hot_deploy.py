@@ -205,3 +205,23 @@ def test_note_push_to_a_read_only_origin_keeps_the_record(world: World) -> None:
     assert world.cli("apply").returncode == 0
     notes = git(world.origin, "log", "--notes=zato-gitops", "--format=%N")
     assert "services/crm.py" in notes and "services/billing.py" in notes
+
+
+def test_the_repository_over_ssh_with_strict_host_keys(world: World, tmp_path: Path) -> None:
+    """`--repo ssh://...`: git reaches the origin with the same key and known_hosts as the servers, notes included."""
+    release(world, {"crm.py": CRM})
+    world.bed.chown_to_user(world.origin)  # the SSH user serves it (git refuses repositories of other owners)
+    host = world.hosts[0]
+    url = f"ssh://{world.bed.user}@127.0.0.1:{host.port}{world.origin}"
+    r = world.cli("apply", "--repo", url)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "crm.get-customer" in world.servers[2].services()
+    assert "services/crm.py" in git(world.origin, "log", "--notes=zato-gitops", "-1", "--format=%N")
+
+    # the same URL with a known_hosts that lacks the host: refused, nothing fetched, no prompt
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    r = world.cli("plan", "--repo", url, "--state-dir", str(tmp_path / "other-state"), known_hosts=known)
+    assert r.returncode == 1
+    assert "Host key verification failed" in r.stderr
+    assert "Traceback" not in r.stderr
