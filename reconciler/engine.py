@@ -29,7 +29,7 @@ from reconciler.apply.hotdeploy import ServerResult, hot_deploy
 from reconciler.apply.rollout import RestartOutcome, RolloutRunner
 from reconciler.audit import Audit, PushResult, format_at
 from reconciler.desired import build_desired
-from reconciler.errors import Stalled
+from reconciler.errors import Busy, Stalled
 from reconciler.observe import observe_all, observe_server
 from reconciler.plan import ClusterPlan, Plan, plan
 from reconciler.report import ApplyReport, PlanReport
@@ -67,7 +67,7 @@ class StateLock:
         except BlockingIOError as e:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise Stalled(
+            raise Busy(
                 f"another zato-gitops (pid {holder}) is working on the state dir {self.path.parent}",
                 hint="wait for it to finish, or give this one its own --state-dir",
             ) from e

@@ -66,5 +66,9 @@ class Unreachable(Transient):
     """A server could not be reached or did not answer in time."""
 
 
+class Busy(Transient):
+    """Another zato-gitops holds the state dir's lock (a manual apply beside the daemon): try again shortly."""
+
+
 class SourceError(Transient):
     """The git remote could not be read (network, auth); the message never carries credentials."""

@@ -55,8 +55,12 @@ class RedactFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
+    """`2024-05-01T12:00:00.000Z INFO    message`, always one line: a multi-line message (a list of compile
+    errors) is joined with ` | `, so `grep` and `tail -f` show whole events."""
+
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{_when(record)} {record.levelname:<7} {record.getMessage()}"
+        message = " | ".join(part.strip() for part in record.getMessage().splitlines() if part.strip())
+        line = f"{_when(record)} {record.levelname:<7} {message}"
         if record.exc_text:
             line += "\n" + record.exc_text
         return line

@@ -12,6 +12,8 @@ deploy/README.md, with example alerts.
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -88,10 +90,8 @@ class Metrics:
         """A cluster gone from the manifest leaves /metrics too."""
         for g in (self.ready, self.stalled, self.suspended, self.servers, self.servers_reachable,
                   self.last_applied_ts):
-            try:
+            with contextlib.suppress(KeyError):
                 g.remove(cluster)
-            except KeyError:
-                pass
         self.set_revision(cluster, None, None)
 
     def render(self) -> bytes:

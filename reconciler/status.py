@@ -31,7 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-FailureKind = Literal["stalled", "transient"]
+#: stalled: waits for a new commit; transient: retried with backoff; waiting: not a failure, a rolling restart
+#: waits for its `rollout.window`, and the cluster is reconciled again once the window has opened
+FailureKind = Literal["stalled", "transient", "waiting"]
 EventKind = Literal["deployed", "failed", "recovered", "drift"]
 CondStatus = Literal["True", "False", "Unknown"]
 DriftAction = Literal["healed", "reported", "heal-failed"]
@@ -146,7 +148,7 @@ class ClusterStatus:
 
     def retry_at(self) -> float | None:
         f = self.failure
-        return f.next_retry_at if f is not None and f.kind == "transient" and not self.suspended else None
+        return f.next_retry_at if f is not None and f.kind != "stalled" and not self.suspended else None
 
     # --- transitions -------------------------------------------------------------------------------------------
     def begin(self, commit: str, now: float) -> list[Event]:
@@ -158,7 +160,7 @@ class ClusterStatus:
     def succeed(self, commit: str, now: float, detail: str = "") -> list[Event]:
         """`commit` is applied to every server of the cluster."""
         events: list[Event] = []
-        was = self.failure
+        was = self.failure if self.failure is not None and self.failure.kind != "waiting" else None
         if was is not None:
             events.append(Event("recovered", self.name, commit,
                                 f"{self.name}: recovered, revision {short(commit)} applied"
@@ -179,7 +181,7 @@ class ClusterStatus:
 
     def fail(
         self, commit: str, kind: FailureKind, reason: str, message: str, now: float, *,
-        retry_base: float, retry_max: float,
+        retry_base: float, retry_max: float, retry_at: float | None = None,
     ) -> list[Event]:
         """`commit` did not apply. A transient failure is retried with backoff; a stalled one waits for a new commit.
         Only a new failure (another commit, or another kind or reason) is an event; the same one again is not."""
@@ -190,12 +192,13 @@ class ClusterStatus:
         self.failure = Failure(
             commit, kind, reason, message, attempts,
             since=old.since if same and old is not None and not new else now,
-            next_retry_at=now + backoff(attempts, retry_base, retry_max) if kind == "transient" else None,
+            next_retry_at=now + backoff(attempts, retry_base, retry_max) if kind == "transient"
+            else (retry_at if retry_at is not None else now + retry_max) if kind == "waiting" else None,
         )
         self.last_attempted_revision = commit
         self.reconciling = False
         self.refresh(now)
-        if not new:
+        if not new or kind == "waiting":
             return []
         what = "will retry" if kind == "transient" else "waiting for a new commit"
         return [Event("failed", self.name, commit, f"{self.name}: revision {short(commit)} failed ({reason}, "
@@ -247,6 +250,8 @@ class ClusterStatus:
         reconciling: tuple[CondStatus, str, str]
         if self.reconciling:
             reconciling = ("True", "Progressing", f"applying revision {short(self.last_attempted_revision)}")
+        elif f is not None and f.kind == "waiting":
+            reconciling = ("True", "WaitingForWindow", f.message)
         elif f is not None and f.kind == "transient" and not self.suspended:
             reconciling = ("True", "ProgressingWithRetry",
                            f"attempt {f.attempts} failed; retry at {iso(f.next_retry_at)}")

@@ -80,6 +80,7 @@ def world_factory(sshbed: SSHBed, hosts: list[Host]) -> Iterator[Callable[..., W
         yield make
     finally:
         for w in made:
+            w.stop_daemons()  # before the servers: a daemon is never left running, nor mid-deploy on a dead server
             w.cluster.cleanup()
 
 

@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def git(cwd: Path, *args: str) -> str:
     # safe.directory: some tests hand the origin to the SSH user, and git refuses repositories of other owners
-    return subprocess.run(["git", "-c", "safe.directory=*", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+    argv = ["git", "-c", "safe.directory=*", *args]
+    return subprocess.run(argv, cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def service_module(cls: str, name: str | None = None, body: str = "pass") -> str:

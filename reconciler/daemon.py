@@ -1,0 +1,749 @@
+"""`zato-gitops run`: the reconcile loop that makes merging enough, and puts back what drifts.
+
+Why a loop of small decisions rather than "apply every interval": applying means observing every server over
+SSH, so the loop first asks the remote for the branch head (`git ls-remote`, no fetch) and does nothing more
+while it has not moved. When it has, it fetches once and reconciles each cluster on its own (`Engine.apply(only=
+[cluster], commit=head)`), so one failing cluster never blocks another. Per cluster, `ClusterStatus.due` decides:
+
+- newest commit wins: a new head is attempted at once, whatever happened to the one before;
+- a commit that failed for good (`Stalled`: an invalid manifest, a module Zato refused, an unknown host key) is
+  recorded (a git note, as every apply is) and not tried again until a new commit arrives (or someone runs
+  `zato-gitops reconcile`): the status says it waits for a person;
+- a commit that failed for a reason that may pass (`Transient`: a server unreachable, a confirmation timeout) is
+  retried with exponential backoff (`retry_backoff` doubling up to `retry_backoff_max`), through a one-off job.
+
+Drift is a second job, every `drift_interval`: each cluster's servers are compared with the cluster's *last
+applied* commit (kept in status.json, so it survives a restart), not with the head, which may be a commit that
+failed. A non-empty plan is drift; with `drift: heal` (the default) it is applied through the same
+`Engine.apply` as a deploy (so static drift goes through a rolling restart like any static change), with
+`drift: report` it is only reported. Both jobs take one lock, so a drift heal never runs beside a deploy.
+
+Everything runs on the process's one APScheduler (`scheduler.make_scheduler`); webhooks and `zato-gitops
+reconcile` add a one-off job "now". SIGTERM sets the engine's `stop` event, which long work checks between server
+steps (a rolling restart finishes the server it is on; no new cluster is started), waits for the running job,
+writes the status and exits 0. One daemon per state dir: `<state_dir>/daemon.lock` (an flock, released by the
+kernel if the process dies), beside the engine's per-apply `<state_dir>/lock`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from apscheduler.triggers.interval import IntervalTrigger
+
+from reconciler.errors import Busy, ReconcilerError, Stalled, Transient
+from reconciler.http import Server, parse_listen
+from reconciler.metrics import Metrics
+from reconciler.notify import Notifier
+from reconciler.scheduler import make_scheduler, register_runtime
+from reconciler.settings import Settings
+from reconciler.status import ClusterStatus, Event, FailureKind, ServerState, StatusStore, iso, short
+
+log = logging.getLogger("zato_gitops.daemon")
+
+LOCK_FILE = "daemon.lock"
+INFO_FILE = "daemon.json"
+
+#: engine progress lines that come with every poll; logged at debug so the log has one line per event
+_ROUTINE = ("fetching ", "commit ", "observing ", "recording ")
+
+
+class Clock:
+    """Wall time, injected (practice 9): tests of the loop's decisions pass their own."""
+
+    def __call__(self) -> float:
+        return time.time()
+
+
+# --- one daemon per state dir ----------------------------------------------------------------------------------
+
+
+class DaemonLock:
+    """An exclusive flock on `<state_dir>/daemon.lock` holding the owner's pid."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self, what: str = "daemon") -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise Stalled(
+                f"a zato-gitops daemon (pid {holder}) is already running on the state dir {self.path.parent}",
+                hint="one daemon per state dir: stop it first, or give this one its own --state-dir"
+                if what == "daemon" else "talk to it (the command does so when it can read daemon.json)",
+            ) from e
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    @contextlib.contextmanager
+    def held(self, what: str = "daemon") -> Iterator[None]:
+        self.acquire(what)
+        try:
+            yield
+        finally:
+            self.release()
+
+    def is_held(self) -> bool:
+        """Whether a daemon holds the lock now (tested by trying to take it)."""
+        if not self.path.exists():
+            return False
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+
+# --- talking to a running daemon (the CLI's side) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DaemonInfo:
+    pid: int
+    url: str
+    token: str
+    started: str
+
+
+def running_daemon(state_dir: Path) -> DaemonInfo | None:
+    """The daemon that runs on `state_dir`, or None when none does."""
+    if not DaemonLock(state_dir).is_held():
+        return None
+    try:
+        data = json.loads((Path(state_dir) / INFO_FILE).read_text(encoding="utf-8"))
+        return DaemonInfo(int(data["pid"]), str(data["url"]), str(data["token"]), str(data.get("started", "")))
+    except (OSError, ValueError, KeyError) as e:
+        raise Stalled(f"a daemon runs on {state_dir} but its {INFO_FILE} cannot be read: {e}",
+                      hint="run the command as the daemon's user") from e
+
+
+def call(info: DaemonInfo, method: str, path: str, body: dict[str, Any] | None = None,
+         timeout: float = 10.0) -> dict[str, Any]:
+    """One JSON request to the daemon's API with its token; errors become `Transient` with the daemon's words."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(info.url + path, data=data, method=method, headers={
+        "Authorization": f"Bearer {info.token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            answer: dict[str, Any] = json.loads(resp.read() or b"{}")
+            return answer
+    except urllib.error.HTTPError as e:
+        try:
+            msg = json.loads(e.read()).get("error", "")
+        except ValueError:
+            msg = ""
+        raise Transient(f"the daemon at {info.url} answered HTTP {e.code}: {msg or e.reason}") from e
+    except (OSError, ValueError) as e:
+        raise Transient(f"cannot reach the daemon (pid {info.pid}) at {info.url}: {e}") from e
+
+
+def edit_status(state_dir: Path, edit: Callable[[StatusStore], None]) -> None:
+    """Change status.json when no daemon runs, holding the daemon lock meanwhile so none starts half-way."""
+    with DaemonLock(state_dir).held("edit"):
+        store = StatusStore(state_dir).load()
+        edit(store)
+        store.save()
+
+
+# --- the outcome of one apply, as a status transition (pure) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    kind: FailureKind | None = None
+    reason: str = ""
+    message: str = ""
+    detail: str = ""  # for a success: what changed
+    retry_at: float | None = None  # for "waiting": when the rollout window opens
+
+
+def classify(report: Any, cluster: str) -> Outcome:
+    """An `ApplyReport` for one cluster -> success, or a failure with its kind and a Flux-style reason.
+
+    Stalled (needs a person): a server whose host key is unknown, a module Zato refused to deploy. Transient: a
+    server unreachable, a cluster refused because a server is not running, a confirmation timeout, a failed copy.
+    """
+    unreachable = [(s, e) for c, s, e in report.report.unreachable if c == cluster]
+    if unreachable:
+        msgs = "; ".join(f"{s}: {e.message}" for s, e in unreachable)
+        if any(isinstance(e, Stalled) for _, e in unreachable):
+            first = next(e for _, e in unreachable if isinstance(e, Stalled))
+            return Outcome(False, "stalled", type(first).__name__, msgs)
+        return Outcome(False, "transient", "ServersUnreachable", msgs)
+    refused = report.refused.get(cluster)
+    if refused:
+        return Outcome(False, "transient", "ServersNotReady", "; ".join(refused))
+    results = report.results.get(cluster) or {}
+    outcomes = {(s, m): o for s, r in results.items() for m, o in r.modules.items()}
+    failed = [f"{s}: {m} {o}" for (s, m), o in sorted(outcomes.items()) if o == "failed"]
+    if failed:
+        return Outcome(False, "stalled", "DeployFailed", "Zato refused: " + "; ".join(failed))
+    errors = [f"{s}: {r.error}" for s, r in sorted(results.items()) if r.error]
+    other = [f"{s}: {m} {o}" for (s, m), o in sorted(outcomes.items()) if o != "confirmed"]
+    if errors or other:
+        reason = "ConfirmTimeout" if any(o == "timeout" for o in outcomes.values()) and not errors else "DeployError"
+        return Outcome(False, "transient", reason, "; ".join(errors + other))
+    rollout = (getattr(report, "rollouts", None) or {}).get(cluster)
+    restarts: list[Any] = list(rollout[1]) if rollout else []
+    if rollout is not None:
+        ro = rollout[0]
+        if ro.status == "halted":
+            return Outcome(False, "stalled", "RolloutHalted", f"rolling restart {ro.id} {ro.message}")
+        if ro.status != "finished":
+            return Outcome(False, "transient", "RolloutInterrupted",
+                           f"rolling restart {ro.id} stopped at {ro.done_count} of {len(ro.servers)} servers; "
+                           "it resumes where it stopped")
+    scheduled = (getattr(report, "scheduled", None) or {}).get(cluster)
+    if scheduled is not None:
+        rid, when = scheduled
+        try:
+            at: float | None = datetime.fromisoformat(when).timestamp() + 30
+        except ValueError:
+            at = None
+        return Outcome(False, "waiting", "WaitingForWindow",
+                       f"rolling restart {rid} waits for its window (next: {when})", retry_at=at)
+    if not report.ok:
+        return Outcome(False, "transient", "ApplyFailed", "the apply did not succeed")
+    modules = {m for (_, m) in outcomes}
+    parts = [f"{len(modules)} module{'s' if len(modules) != 1 else ''} hot-deployed"] if modules else []
+    if restarts:
+        n = sum(1 for r in restarts if r.outcome == "ready")
+        parts.append(f"{n} server{'s' if n != 1 else ''} restarted")
+    return Outcome(True, detail=", ".join(parts) or "no server change")
+
+
+def classify_error(e: Exception) -> Outcome:
+    if isinstance(e, Busy):
+        # the engine's per-apply lock is held by a manual `apply`: that passes on its own
+        return Outcome(False, "transient", "StateDirBusy", e.message)
+    if isinstance(e, Stalled):
+        name = type(e).__name__
+        return Outcome(False, "stalled", "Stalled" if name == "Stalled" else name, e.message)
+    if isinstance(e, ReconcilerError):
+        name = type(e).__name__
+        return Outcome(False, "transient", name if name not in ("ReconcilerError", "Transient") else "ApplyError",
+                       e.message)
+    return Outcome(False, "transient", "InternalError", f"{type(e).__name__}: {e}")
+
+
+def drift_items(cluster_plan: Any) -> list[str]:
+    """What a non-empty plan against the last applied commit says differs, one line per server and thing."""
+    items = [f"{d.server}: {h.module} {'modified' if d.reason == 'changed' else 'missing'}"
+             for h in getattr(cluster_plan, "hot_deploys", ()) for d in h.diffs]
+    if not items and not cluster_plan.empty:
+        # parts of a plan this function does not itemise (static installs): say that there is something
+        items = ["servers differ from the commit (see `zato-gitops plan`)"]
+    return items
+
+
+# --- the daemon ------------------------------------------------------------------------------------------------
+
+
+class Daemon:
+    def __init__(
+        self, settings: Settings, *, clock: Callable[[], float] | None = None,
+        engine_factory: Callable[[threading.Event], Any] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.settings = settings
+        self.state_dir = Path(settings.state_dir).expanduser().absolute()
+        self.clock = clock or Clock()
+        self.stop = threading.Event()
+        self._engine_factory = engine_factory or self._make_engine
+        self.engine: Any = None
+        self.status = StatusStore(self.state_dir)
+        self.metrics = Metrics()
+        self.notifier = notifier or Notifier(settings.notify_urls, settings.notify_format,
+                                             on_result=lambda ok: self.metrics.notifications.labels(
+                                                 "sent" if ok else "failed").inc())
+        # what the HTTP endpoint reads
+        self.branch = settings.branch
+        self.webhook_secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        self.api_token = secrets.token_urlsafe(32)
+        self.lock = DaemonLock(self.state_dir)
+        self.scheduler: Any = None
+        self.http: Server | None = None
+        self._work = threading.Lock()  # one reconcile or drift check at a time
+        self._req = threading.Lock()
+        self._force_all = False
+        self._force: set[str] = set()
+        self._poll_now = False
+        self._kick_pending = False
+        self._busy_since: float | None = None
+        self._last_poll_done: float | None = None
+        self._source_error_logged = ""
+
+    def _make_engine(self, stop: threading.Event) -> Any:
+        from reconciler.engine import Engine
+
+        return Engine(self.settings, self._progress, stop=stop)
+
+    def _progress(self, msg: str) -> None:
+        log.log(logging.DEBUG if msg.startswith(_ROUTINE) else logging.INFO, msg)
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+    def run(self, install_signals: bool = True) -> int:
+        """Run until SIGTERM/SIGINT (or `self.stop`); 0 after a clean stop."""
+        self.lock.acquire()
+        info = self.state_dir / INFO_FILE
+        try:
+            self.status.load()
+            for cs in self.status.clusters.values():
+                self._gauges(cs)
+            self.engine = self._engine_factory(self.stop)
+            register_runtime("daemon", self)
+            register_runtime("engine", self.engine)
+            self.http = Server(parse_listen(self.settings.listen), self)
+            self.http.start()
+            started = iso(self.clock()) or ""
+            fd = os.open(info, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"pid": os.getpid(), "url": self.http.url, "token": self.api_token,
+                           "started": started}, f)
+            self.status.daemon = {"pid": os.getpid(), "url": self.http.url, "started": started}
+            self.scheduler = make_scheduler(self.settings)
+            if hasattr(self.engine, "scheduler"):
+                # rollouts waiting for their window are persisted jobs on this scheduler, run in this process
+                self.engine.scheduler = self.scheduler
+            s = self.settings
+            self.scheduler.add_job(self.poll, IntervalTrigger(seconds=s.interval, jitter=s.interval * s.jitter),
+                                   id="poll", name="poll the branch head", next_run_time=datetime.now(UTC))
+            self.scheduler.add_job(self.drift_check, IntervalTrigger(seconds=s.drift_interval,
+                                                                     jitter=s.drift_interval * s.jitter),
+                                   id="drift", name="drift check")
+            if install_signals:
+                signal.signal(signal.SIGTERM, self._on_signal)
+                signal.signal(signal.SIGINT, self._on_signal)
+            self.scheduler.start()
+            log.info("zato-gitops daemon started (pid %d): watching %s of %s every %.0f s, drift check every "
+                     "%.0f s, listening on %s", os.getpid(), s.branch, self.engine.source.safe_url, s.interval,
+                     s.drift_interval, self.http.url, extra={"event": "started"})
+            while not self.stop.wait(1.0):
+                pass
+            log.info("stopping: finishing the current step (no server is left stopped)", extra={"event": "stopping"})
+            self.scheduler.shutdown(wait=True)
+            self.http.stop()
+            with self.status.lock:
+                for cs in self.status.clusters.values():
+                    cs.reconciling = False
+                    cs.refresh(self.clock())
+                self.status.daemon = {}
+                self.status.save()
+            log.info("stopped", extra={"event": "stopped"})
+            return 0
+        finally:
+            with contextlib.suppress(OSError):
+                info.unlink()
+            self.notifier.close(wait=True)
+            self.lock.release()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stop.is_set():
+            log.warning("still finishing the current step; SIGKILL aborts it (a server may then be left stopped)")
+        self.stop.set()
+
+    # --- what the HTTP endpoint calls --------------------------------------------------------------------------
+    def status_dict(self) -> dict[str, Any]:
+        data = self.status.to_dict()
+        data["daemon"] = dict(self.status.daemon) | {
+            "busy_since": iso(self._busy_since), "last_poll_done": iso(self._last_poll_done),
+            "scheduler_running": bool(self.scheduler and self.scheduler.running),
+            "stopping": self.stop.is_set(),
+        }
+        return data
+
+    def readiness(self) -> tuple[bool, str]:
+        if not (self.scheduler and self.scheduler.running) or self.stop.is_set():
+            return False, "the scheduler is not running"
+        if self._busy_since is not None:
+            return True, f"reconciling since {iso(self._busy_since)}"
+        if self._last_poll_done is None:
+            return False, "the first poll has not finished yet"
+        age = self.clock() - self._last_poll_done
+        limit = max(3 * self.settings.interval * (1 + self.settings.jitter), 30.0)
+        if age > limit:
+            return False, f"the last poll finished {age:.0f} s ago (more than {limit:.0f} s)"
+        return True, f"last poll {age:.0f} s ago"
+
+    def metrics_text(self) -> tuple[bytes, str]:
+        return self.metrics.render(), self.metrics.content_type
+
+    def count_webhook(self, provider: str, result: str) -> None:
+        self.metrics.webhooks.labels(provider, result).inc()
+
+    def request_reconcile(self, clusters: list[str] | None, why: str, *, force: bool) -> None:
+        """Wake the poll now: `force` reconciles the clusters (all when None) even at an unchanged head;
+        otherwise (a webhook) it is just an early poll."""
+        log.info("reconcile requested: %s%s", why, f" ({', '.join(clusters)})" if clusters else "",
+                 extra={"event": "requested"})
+        with self._req:
+            if force and clusters is None:
+                self._force_all = True
+            elif force and clusters:
+                self._force.update(clusters)
+            self._poll_now = True
+            if self._kick_pending or self.scheduler is None:
+                return
+            self._kick_pending = True
+        self.scheduler.add_job(self._kicked, id=f"now-{uuid.uuid4().hex[:8]}", name="reconcile now",
+                               next_run_time=datetime.now(UTC))
+
+    def _kicked(self) -> None:
+        with self._req:
+            self._kick_pending = False
+        self.poll()
+
+    def set_suspended(self, cluster: str, suspended: bool) -> None:
+        with self.status.lock:
+            if cluster not in self.status.clusters:
+                raise KeyError(cluster)
+            cs = self.status.clusters[cluster]
+            cs.set_suspended(suspended, self.clock())
+            self._gauges(cs)
+            self.status.save()
+        log.info("%s: %s", cluster, "suspended" if suspended else "resumed",
+                 extra={"cluster": cluster, "event": "suspended" if suspended else "resumed"})
+        if not suspended:
+            # it may have missed commits, or drifted, while suspended: reconcile it now
+            self.request_reconcile([cluster], f"{cluster} resumed", force=True)
+
+    # --- the poll --------------------------------------------------------------------------------------------
+    def poll(self) -> None:
+        if self.stop.is_set():
+            return
+        with self._work:
+            with self._req:
+                force_all, force, self._force_all, self._force, self._poll_now = (
+                    self._force_all, set(self._force), False, set(), False)
+            self._busy_since = self.clock()
+            try:
+                self._poll(force_all, force)
+            except Exception:
+                log.exception("the poll failed unexpectedly; the next one runs as planned")
+            finally:
+                self._busy_since = None
+                self._last_poll_done = now = self.clock()
+                self.status.source.last_poll_at = now
+                self.metrics.last_poll_ts.set(now)
+                self.status.save()
+                self._schedule_retry()
+
+    def _source_failed(self, e: ReconcilerError, kind: FailureKind) -> None:
+        src = self.status.source
+        src.error, src.error_kind = e.message, kind
+        self.metrics.polls.labels("error").inc()
+        if self._source_error_logged != e.message:  # once per distinct problem, not every poll
+            log.warning("cannot read the branch: %s", e.message, extra={"event": "source-error"})
+            self._source_error_logged = e.message
+
+    def _poll(self, force_all: bool, force: set[str]) -> None:
+        engine = self.engine
+        src = self.status.source
+        try:
+            remote = engine.source.remote_head()
+            if remote is None:
+                raise Stalled(f"the branch {self.branch!r} does not exist in {engine.source.safe_url}")
+        except ReconcilerError as e:
+            self._source_failed(e, "stalled" if isinstance(e, Stalled) else "transient")
+            return
+        now = self.clock()
+        with self.status.lock:
+            retry_due = any((t := cs.retry_at()) is not None and t <= now for cs in self.status.clusters.values())
+        if remote == src.revision and not (force_all or force or retry_due):
+            self.metrics.polls.labels("unchanged").inc()
+            if src.error_kind == "transient":
+                src.error, src.error_kind, self._source_error_logged = "", None, ""
+            return
+        try:
+            head = engine.fetch()
+        except ReconcilerError as e:
+            self._source_failed(e, "stalled" if isinstance(e, Stalled) else "transient")
+            return
+        self.metrics.polls.labels("changed" if head != src.revision else "unchanged").inc()
+        if self._source_error_logged:
+            log.info("the branch can be read again", extra={"event": "source-recovered"})
+            self._source_error_logged = ""
+        try:
+            desired = engine.desired(head)
+        except Stalled as e:
+            self._commit_refused(head, e, forced=force_all or bool(force))
+            return
+        except ReconcilerError as e:
+            self._source_failed(e, "transient")
+            return
+        src.error, src.error_kind = "", None
+        names = [c.name for c in desired.manifest.clusters]
+        with self.status.lock:
+            for gone in set(self.status.clusters) - set(names):
+                log.info("%s: no longer in the manifest; forgotten", gone, extra={"cluster": gone})
+                del self.status.clusters[gone]
+                self.metrics.forget(gone)
+        for c in desired.manifest.clusters:
+            self.metrics.servers.labels(c.name).set(len(c.servers))
+        for name in names:
+            if self.stop.is_set():
+                log.info("stopping: %s and the clusters after it wait for the next start", name)
+                return
+            cs = self.status.cluster(name)
+            due, why = cs.due(head, self.clock(), forced=force_all or name in force)
+            if due:
+                self._reconcile(name, head, why)
+            else:
+                log.debug("%s: nothing to do (%s)", name, why)
+        src.revision = head
+
+    def _commit_refused(self, head: str, e: Stalled, forced: bool) -> None:
+        """The commit itself is invalid (manifest, module that does not compile): every cluster stalls on it."""
+        src = self.status.source
+        first = src.revision != head or src.error != e.message or forced
+        src.revision, src.error, src.error_kind = head, e.message, "stalled"
+        if not first:
+            return
+        log.error("revision %s refused: %s", short(head), e.message,
+                  extra={"revision": head, "event": "refused"})
+        try:
+            self.engine.audit.record(head, [{
+                "at": iso(self.clock()), "run": uuid.uuid4().hex[:12], "by": getattr(self.engine, "by", "zato-gitops"),
+                "commit": head, "action": "refused", "outcome": "failed", "detail": e.message}])
+        except ReconcilerError as rec_err:
+            log.warning("cannot record the refusal on %s: %s", short(head), rec_err.message)
+        events: list[Event] = []
+        now = self.clock()
+        with self.status.lock:
+            for cs in self.status.clusters.values():
+                if cs.suspended:
+                    continue
+                events += cs.fail(head, "stalled", type(e).__name__, e.message, now,
+                                  retry_base=self.settings.retry_backoff, retry_max=self.settings.retry_backoff_max)
+                self.metrics.reconciles.labels(cs.name, "deploy", "stalled").inc()
+                self._gauges(cs)
+        self._emit(events)
+
+    def _reconcile(self, name: str, head: str, why: str) -> None:
+        cs = self.status.cluster(name)
+        with self.status.lock:
+            cs.begin(head, self.clock())
+            self.status.save()
+        log.info("%s: reconciling revision %s (%s)", name, short(head), why,
+                 extra={"cluster": name, "revision": head, "event": "reconciling"})
+        started = time.monotonic()
+        report: Any = None
+        try:
+            report = self.engine.apply(only=[name], commit=head)
+            outcome = classify(report, name)
+        except Exception as e:  # every error ends in the status; nothing escapes the loop
+            if not isinstance(e, ReconcilerError):
+                log.exception("%s: unexpected error while applying %s", name, short(head))
+            outcome = classify_error(e)
+        self.metrics.reconcile_duration.labels(name, "deploy").observe(time.monotonic() - started)
+        self._account(name, head, report)
+        now = self.clock()
+        with self.status.lock:
+            if outcome.ok:
+                events = cs.succeed(head, now, outcome.detail)
+            else:
+                assert outcome.kind is not None
+                events = cs.fail(head, outcome.kind, outcome.reason, outcome.message, now,
+                                 retry_base=self.settings.retry_backoff, retry_max=self.settings.retry_backoff_max,
+                                 retry_at=outcome.retry_at)
+            self.metrics.reconciles.labels(name, "deploy", "success" if outcome.ok else str(outcome.kind)).inc()
+            self._gauges(cs)
+            self.status.save()
+        if outcome.ok:
+            log.info("%s: revision %s applied (%s)", name, short(head), outcome.detail,
+                     extra={"cluster": name, "revision": head, "event": "applied"})
+        else:
+            f = cs.failure
+            then = (f"retry in {f.next_retry_at - now:.0f} s" if f and f.next_retry_at
+                    else "waiting for a new commit")
+            log.error("%s: revision %s failed (%s, %s): %s", name, short(head), outcome.reason, then,
+                      outcome.message, extra={"cluster": name, "revision": head, "event": "failed",
+                                              "reason": outcome.reason})
+        self._emit(events)
+
+    def _account(self, name: str, commit: str, report: Any) -> None:
+        """Servers' states and the deploy and restart counters, from an apply or plan report."""
+        if report is None:
+            return
+        plan_report = getattr(report, "report", report)
+        now = self.clock()
+        states: dict[str, ServerState] = {}
+        obs = plan_report.observed.get(name)
+        if obs is not None:
+            for s in obs.servers:
+                states[s.name] = ServerState("running" if s.running else "stopped", "", now)
+        for c, s, e in plan_report.unreachable:
+            if c == name:
+                states[s] = ServerState("unreachable", e.message, now)
+        results = getattr(report, "results", {}).get(name) or {}
+        for s, r in results.items():
+            worst = "error" if r.error else next((o for o in r.modules.values() if o != "confirmed"), "confirmed")
+            if s in states:
+                states[s].last_outcome = worst
+            for outcome in r.modules.values():
+                self.metrics.deploys.labels(name, outcome).inc()
+        rollout = (getattr(report, "rollouts", None) or {}).get(name)
+        for r in rollout[1] if rollout else ():
+            if r.outcome != "unchanged":
+                self.metrics.restarts.labels(name, r.outcome).inc()
+        with self.status.lock:
+            cs = self.status.cluster(name)
+            for s, st in states.items():
+                if not st.last_outcome and s in cs.servers:
+                    st.last_outcome = cs.servers[s].last_outcome
+                cs.servers[s] = st
+        if states:
+            self.metrics.servers_reachable.labels(name).set(sum(st.state != "unreachable" for st in states.values()))
+
+    # --- drift -----------------------------------------------------------------------------------------------
+    def drift_check(self) -> None:
+        if self.stop.is_set():
+            return
+        with self._work:
+            self._busy_since = self.clock()
+            try:
+                for name in sorted(self.status.clusters):
+                    if self.stop.is_set():
+                        return
+                    cs = self.status.clusters.get(name)
+                    if cs is None or cs.suspended or cs.last_applied_revision is None:
+                        continue
+                    if cs.failure is not None and cs.failure.kind != "stalled":
+                        # its retry (or the rollout waiting for its window) reconciles it anyway; healing it
+                        # back to the last applied commit meanwhile would undo the change under way
+                        continue
+                    self._drift_one(name, cs.last_applied_revision)
+            except Exception:
+                log.exception("the drift check failed unexpectedly; the next one runs as planned")
+            finally:
+                self._busy_since = None
+                self.status.save()
+
+    def _drift_one(self, name: str, revision: str) -> None:
+        try:
+            report = self.engine.plan(only=[name], commit=revision)
+        except ReconcilerError as e:
+            log.warning("%s: drift check against %s failed: %s", name, short(revision), e.message,
+                        extra={"cluster": name})
+            return
+        self._account(name, revision, report)
+        if any(c == name for c, _, _ in report.unreachable):
+            log.info("%s: drift check incomplete, a server could not be observed", name, extra={"cluster": name})
+            return
+        try:
+            cp = report.plan.cluster(name)
+        except KeyError:
+            return
+        cs = self.status.cluster(name)
+        now = self.clock()
+        if cp.empty:
+            with self.status.lock:
+                cs.no_drift(now)
+                self._gauges(cs)
+            return
+        items = drift_items(cp)
+        policy = report.desired.cluster(name).spec.drift
+        self.metrics.drift_found.labels(name).inc()
+        log.warning("%s: drift from revision %s: %s", name, short(revision), "; ".join(items),
+                    extra={"cluster": name, "revision": revision, "event": "drift"})
+        if policy == "report":
+            with self.status.lock:
+                events = cs.found_drift(revision, items, "reported", now)
+                self._gauges(cs)
+            if events:
+                self._record_drift(revision, name, items, "reported")
+            self._emit(events)
+            return
+        self._record_drift(revision, name, items, "healing")
+        started = time.monotonic()
+        result: Any = None
+        try:
+            result = self.engine.apply(only=[name], commit=revision)
+            outcome = classify(result, name)
+        except Exception as e:
+            if not isinstance(e, ReconcilerError):
+                log.exception("%s: unexpected error while healing drift", name)
+            outcome = classify_error(e)
+        self.metrics.reconcile_duration.labels(name, "drift").observe(time.monotonic() - started)
+        self.metrics.reconciles.labels(name, "drift", "success" if outcome.ok else str(outcome.kind)).inc()
+        self._account(name, revision, result)
+        with self.status.lock:
+            events = cs.found_drift(revision, items, "healed" if outcome.ok else "heal-failed", self.clock())
+            self._gauges(cs)
+        if outcome.ok:
+            log.info("%s: drift healed, servers run revision %s again", name, short(revision),
+                     extra={"cluster": name, "revision": revision, "event": "drift-healed"})
+        else:
+            log.error("%s: drift could not be healed (%s): %s", name, outcome.reason, outcome.message,
+                      extra={"cluster": name, "revision": revision, "event": "drift-heal-failed"})
+        self._emit(events)
+
+    def _record_drift(self, revision: str, name: str, items: list[str], outcome: str) -> None:
+        try:
+            self.engine.audit.record(revision, [{
+                "at": iso(self.clock()), "run": uuid.uuid4().hex[:12], "by": getattr(self.engine, "by", "zato-gitops"),
+                "commit": revision, "cluster": name, "action": "drift", "outcome": outcome,
+                "detail": "; ".join(items)}])
+        except ReconcilerError as e:
+            log.warning("%s: cannot record the drift: %s", name, e.message)
+
+    # --- helpers ---------------------------------------------------------------------------------------------
+    def _gauges(self, cs: ClusterStatus) -> None:
+        m = self.metrics
+        m.ready.labels(cs.name).set(1 if cs.ready() else 0)
+        stalled = cs.conditions.get("Stalled")
+        m.stalled.labels(cs.name).set(1 if stalled is not None and stalled.status == "True" else 0)
+        m.suspended.labels(cs.name).set(1 if cs.suspended else 0)
+        m.set_revision(cs.name, cs.last_applied_revision, cs.last_applied_at)
+
+    def _emit(self, events: list[Event]) -> None:
+        for ev in events:
+            log.debug("event %s: %s", ev.kind, ev.message,
+                     extra={"cluster": ev.cluster, "revision": ev.revision, "event": f"notify-{ev.kind}"})
+        self.notifier.send(events)
+
+    def _schedule_retry(self) -> None:
+        if self.scheduler is None or self.stop.is_set():
+            return
+        with self.status.lock:
+            times = [t for cs in self.status.clusters.values() if (t := cs.retry_at()) is not None]
+        if not times:
+            return
+        when = max(min(times), self.clock() + 0.5)
+        self.scheduler.add_job(self.poll, "date", run_date=datetime.fromtimestamp(when, UTC), id="retry",
+                               name="retry after a transient failure", replace_existing=True)
