@@ -265,6 +265,11 @@ def drift_items(cluster_plan: Any) -> list[str]:
     """What a non-empty plan against the last applied commit says differs, one line per server and thing."""
     items = [f"{d.server}: {h.module} {'modified' if d.reason == 'changed' else 'missing'}"
              for h in getattr(cluster_plan, "hot_deploys", ()) for d in h.diffs]
+    words = {"added": "missing", "changed": "modified", "removed": "not in the commit"}
+    for r in getattr(cluster_plan, "restarts", ()):
+        for c in (*r.changes, *r.shared):
+            what = "service-sources.txt block changed" if c.kind == "service-sources" else f"{c.path} {words[c.change]}"
+            items.append(f"{r.server}: {what}")
     if not items and not cluster_plan.empty:
         # parts of a plan this function does not itemise (static installs): say that there is something
         items = ["servers differ from the commit (see `zato-gitops plan`)"]

@@ -503,6 +503,17 @@ def test_classify_sorts_outcomes_by_what_to_do() -> None:
     cp = SimpleNamespace(empty=False, hot_deploys=[SimpleNamespace(module="a.py", diffs=[
         SimpleNamespace(server="s1", reason="added"), SimpleNamespace(server="s2", reason="changed")])])
     assert drift_items(cp) == ["s1: a.py missing", "s2: a.py modified"]
+    from reconciler.plan import FileChange, Restart
+
+    static = SimpleNamespace(empty=False, hot_deploys=[], restarts=[Restart("s1", "h:22", (
+        FileChange("source", "/srv/s1/static/a.py", "changed", "x", "y"),
+        FileChange("service-sources", "/srv/s1/config/repo/service-sources.txt", "changed", "x", "y"),
+    ), (FileChange("extra", "/opt/zato/extlib/acme/__init__.py", "removed", "x", None),))])
+    assert drift_items(static) == [
+        "s1: /srv/s1/static/a.py modified",
+        "s1: service-sources.txt block changed",
+        "s1: /opt/zato/extlib/acme/__init__.py not in the commit",
+    ]
 
 
 def test_one_daemon_per_state_dir(tmp_path: Path) -> None:
