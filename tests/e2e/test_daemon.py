@@ -295,3 +295,21 @@ def test_suspend_and_resume_without_a_daemon_and_reconcile_needs_one(world: Worl
     r = subprocess.run([sys.executable, "-m", "reconciler", "run", "--help"], cwd=ROOT, capture_output=True,
                        text=True)
     assert "SIGTERM" in r.stdout
+
+
+def test_static_drift_is_healed_by_restarting_only_the_server_that_drifted(world: World) -> None:
+    c1 = world.commit({"zato-gitops.yaml": world.manifest(service_sources=STATIC),
+                       "static/billing/invoice.py": INVOICE}, "static billing")
+    d = world.daemon(drift_interval=1)
+    d.wait_applied(c1, timeout=60)
+    sources = world.servers[1].path / "config" / "repo" / "service-sources.txt"
+    good = sources.read_text()
+    starts = world.events("starting")
+    sources.write_text(good.replace("./static/billing\n", ""))  # someone "tidies" the file by hand
+    d.wait_for("the block put back", lambda: sources.read_text() == good, timeout=30)
+    d.wait_for("server2 restarted", lambda: world.events("ready")["server2"] > starts["server2"], timeout=30)
+    drift = d.wait_for("drift in the status", lambda: d.cluster().get("drift"), timeout=10)
+    assert drift["items"] == ["server2: service-sources.txt block changed"]
+    after = world.events("starting")
+    assert {k: after[k] - starts[k] for k in after} == {"server1": 0, "server2": 1, "server3": 0}
+    assert "billing.create-invoice" in world.servers[1].services()
