@@ -88,8 +88,9 @@ def main() -> None:
 
     A git repository holds the service modules and a manifest (zato-gitops.yaml) saying which Zato servers run
     them. zato-gitops compares it with every server (over SSH, or locally), hot-deploys what differs through the
-    servers' pickup dirs, waits until every server confirms in logs/server.log, and records each deploy as a git
-    note on the commit.
+    servers' pickup dirs, waits until every server confirms in logs/server.log, installs static changes
+    (service-sources.txt, its directories, zato_extra_paths) with a health-gated rolling restart, and records
+    everything as a git note on the commit.
 
     \b
     Typical use:
@@ -97,6 +98,7 @@ def main() -> None:
       zato-gitops plan     --repo ... --identity ~/.ssh/deploy_key
       zato-gitops apply    --repo ... --identity ~/.ssh/deploy_key
       zato-gitops history  --repo ...
+      zato-gitops run      --config /etc/zato-gitops/config.yaml   # the daemon: merging is enough
 
     Run `zato-gitops COMMAND --help` for each command's options; the manifest reference is in manifests/README.md.
     """

@@ -17,13 +17,13 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
 
 from reconciler.apply.hotdeploy import ServerResult, hot_deploy
 from reconciler.apply.rollout import RestartOutcome, RolloutRunner
@@ -33,7 +33,7 @@ from reconciler.errors import Busy, Stalled
 from reconciler.observe import observe_all, observe_server
 from reconciler.plan import ClusterPlan, Plan, plan
 from reconciler.report import ApplyReport, PlanReport
-from reconciler.scheduler import PERSISTENT, make_scheduler, runtime
+from reconciler.scheduler import PERSISTENT, cron_trigger, make_scheduler, runtime
 from reconciler.settings import Settings
 from reconciler.source import Source
 from reconciler.state import Desired, ObservedServer
@@ -218,6 +218,9 @@ class Engine:
             self._unschedule(old.id)
         servers_in_order = [s.name for s in spec.servers]
         window = spec.rollout.window
+        if window and window_open(window, datetime.now(UTC)):
+            self.progress(f"{name}: the rollout window '{window}' is open now")
+            window = None
         if window:
             rollout = self.store.create(name, commit, servers_in_order, status="pending", window=window)
             when = self._schedule(rollout.id, window)
@@ -303,7 +306,7 @@ class Engine:
             sched.start(paused=True)
         try:
             job = sched.add_job(
-                "reconciler.engine:run_scheduled_rollout", CronTrigger.from_crontab(window, timezone="UTC"),
+                "reconciler.engine:run_scheduled_rollout", cron_trigger(window),
                 args=[rid], id=f"rollout-{rid}", jobstore=PERSISTENT, replace_existing=True,
             )
             when = job.next_run_time
@@ -351,11 +354,31 @@ class Engine:
 
 
 
+def window_open(window: str, now: datetime) -> bool:
+    """Whether `now` falls in a minute the window's cron expression matches (UTC)."""
+    minute = now.astimezone(UTC).replace(second=0, microsecond=0)
+    nxt = cron_trigger(window).get_next_fire_time(None, minute)
+    return nxt is not None and nxt == minute
+
+
+#: how long a windowed rollout that found the state dir busy waits before trying again
+BUSY_RETRY = 15.0
+
+
 def run_scheduled_rollout(rid: str) -> None:
     """The persisted job of a rollout waiting for its window (APScheduler calls it by this import path)."""
     engine: Engine = runtime("engine")
     try:
         rollout, _ = engine.resume_rollout(rid)
         engine.progress(f"scheduled rollout {rid}: {rollout.status}")
+    except Busy:
+        # a deploy holds the state dir right when the window opened: try again shortly rather than tomorrow
+        if engine.scheduler is not None:
+            engine.scheduler.add_job(
+                "reconciler.engine:run_scheduled_rollout",
+                DateTrigger(datetime.now(UTC) + timedelta(seconds=BUSY_RETRY)),
+                args=[rid], id=f"rollout-{rid}-retry", jobstore=PERSISTENT, replace_existing=True,
+            )
+        engine.progress(f"scheduled rollout {rid}: the state dir is busy, trying again in {BUSY_RETRY:.0f} s")
     except Exception as e:  # a job must never kill the scheduler's thread; the store keeps the status
         engine.progress(f"scheduled rollout {rid} failed: {e}")

@@ -13,6 +13,7 @@ and must not be pickled into the store.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from reconciler.settings import Settings
 
@@ -45,6 +47,20 @@ def make_scheduler(settings: Settings) -> BackgroundScheduler:
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
         timezone="UTC",
     )
+
+
+_DOW = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def cron_trigger(expression: str) -> CronTrigger:
+    """A 5-field crontab expression as a trigger, in UTC, with crontab's day-of-week numbers.
+
+    APScheduler 3 numbers weekdays from Monday = 0, crontab from Sunday = 0 (and 7); so `0 2 * * 1` would run on
+    Tuesdays. Numbers in the day-of-week field are turned into names (mon, tue, ...), which mean the same in both.
+    """
+    minute, hour, day, month, dow = expression.split()
+    dow = re.sub(r"(?<![*/\d])\d(?![\d])", lambda m: _DOW[int(m.group())] if int(m.group()) <= 7 else m.group(), dow)
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=dow, timezone="UTC")
 
 
 def register_runtime(name: str, value: Any) -> None:

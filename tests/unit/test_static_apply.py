@@ -106,3 +106,29 @@ def test_source_failures_name_only_managed_sources() -> None:
     ]
     bad = source_failures(lines, ["/srv/s1/static/billing", "acme.crm.api"])
     assert bad == lines[:2]
+
+
+def test_window_open_matches_the_current_minute_only() -> None:
+    from datetime import UTC, datetime
+
+    from reconciler.engine import window_open
+
+    assert window_open("0 2 * * *", datetime(2026, 11, 24, 2, 0, 41, tzinfo=UTC))
+    assert not window_open("0 2 * * *", datetime(2026, 11, 24, 2, 1, 0, tzinfo=UTC))
+    assert window_open("* 2 * * *", datetime(2026, 11, 24, 2, 59, 59, tzinfo=UTC))
+    assert not window_open("* 2 * * 1", datetime(2026, 11, 24, 2, 30, tzinfo=UTC))  # a Tuesday
+
+
+def test_cron_day_of_week_numbers_mean_what_crontab_means() -> None:
+    from datetime import UTC, datetime
+
+    from reconciler.scheduler import cron_trigger
+
+    monday = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)
+    nxt = cron_trigger("0 2 * * 1").get_next_fire_time(None, monday)
+    assert nxt == datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday, as crontab means 1
+    sunday = cron_trigger("30 3 * * 0").get_next_fire_time(None, monday)
+    assert sunday is not None and sunday.weekday() == 6
+    weekdays = cron_trigger("0 2 * * 1-5").get_next_fire_time(None, datetime(2026, 11, 28, tzinfo=UTC))
+    assert weekdays == datetime(2026, 11, 30, 2, 0, tzinfo=UTC)  # Saturday -> Monday
+    assert cron_trigger("0 2 * * 7").get_next_fire_time(None, monday).weekday() == 6  # type: ignore[union-attr]
