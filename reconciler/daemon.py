@@ -28,7 +28,6 @@ kernel if the process dies), beside the engine's per-apply `<state_dir>/lock`.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -50,6 +49,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from reconciler.errors import Busy, ReconcilerError, Stalled, Transient
 from reconciler.http import Server, parse_listen
+from reconciler.locks import LockHeld, PidLock
 from reconciler.metrics import Metrics
 from reconciler.notify import Notifier
 from reconciler.scheduler import make_scheduler, register_runtime
@@ -75,57 +75,28 @@ class Clock:
 # --- one daemon per state dir ----------------------------------------------------------------------------------
 
 
-class DaemonLock:
-    """An exclusive flock on `<state_dir>/daemon.lock` holding the owner's pid."""
+class DaemonLock(PidLock):
+    """`<state_dir>/daemon.lock`, held by a daemon for its whole life: one daemon per state dir."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / LOCK_FILE
-        self._fd: int | None = None
+        super().__init__(Path(state_dir) / LOCK_FILE)
+        self.what = "daemon"
 
-    def acquire(self, what: str = "daemon") -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    def acquire(self) -> None:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
+            super().acquire()
+        except LockHeld as e:
             raise Stalled(
-                f"a zato-gitops daemon (pid {holder}) is already running on the state dir {self.path.parent}",
+                f"a zato-gitops daemon (pid {e.holder}) is already running on the state dir {self.path.parent}",
                 hint="one daemon per state dir: stop it first, or give this one its own --state-dir"
-                if what == "daemon" else "talk to it (the command does so when it can read daemon.json)",
+                if self.what == "daemon" else "talk to it (the command does so when it can read daemon.json)",
             ) from e
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
 
     @contextlib.contextmanager
-    def held(self, what: str = "daemon") -> Iterator[None]:
-        self.acquire(what)
-        try:
+    def held_for(self, what: str) -> Iterator[None]:
+        self.what = what
+        with self.held():
             yield
-        finally:
-            self.release()
-
-    def is_held(self) -> bool:
-        """Whether a daemon holds the lock now (tested by trying to take it)."""
-        if not self.path.exists():
-            return False
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
 
 
 # --- talking to a running daemon (the CLI's side) ---------------------------------------------------------------
@@ -173,7 +144,7 @@ def call(info: DaemonInfo, method: str, path: str, body: dict[str, Any] | None =
 
 def edit_status(state_dir: Path, edit: Callable[[StatusStore], None]) -> None:
     """Change status.json when no daemon runs, holding the daemon lock meanwhile so none starts half-way."""
-    with DaemonLock(state_dir).held("edit"):
+    with DaemonLock(state_dir).held_for("edit"):
         store = StatusStore(state_dir).load()
         edit(store)
         store.save()

@@ -9,9 +9,7 @@ neither knows how a step is done.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
-import os
 import socket
 import threading
 import uuid
@@ -30,6 +28,7 @@ from reconciler.apply.rollout import RestartOutcome, RolloutRunner
 from reconciler.audit import Audit, PushResult, format_at
 from reconciler.desired import build_desired
 from reconciler.errors import Busy, Stalled
+from reconciler.locks import LockHeld, PidLock
 from reconciler.observe import observe_all, observe_server
 from reconciler.plan import ClusterPlan, Plan, plan
 from reconciler.report import ApplyReport, PlanReport
@@ -52,35 +51,20 @@ def _iso(ts: float) -> str:
     return format_at(datetime.fromtimestamp(ts, UTC))
 
 
-class StateLock:
-    """One reconciler at a time per state dir: an exclusive flock on `<state_dir>/lock`."""
+class StateLock(PidLock):
+    """One apply at a time per state dir: `<state_dir>/lock`. Held by someone else: `Busy`, a passing state."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "lock"
-        self._fd: int | None = None
+        super().__init__(state_dir / "lock")
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
+            super().acquire()
+        except LockHeld as e:
             raise Busy(
-                f"another zato-gitops (pid {holder}) is working on the state dir {self.path.parent}",
+                f"another zato-gitops (pid {e.holder}) is working on the state dir {self.path.parent}",
                 hint="wait for it to finish, or give this one its own --state-dir",
             ) from e
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
 
 
 class Engine:

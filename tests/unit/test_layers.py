@@ -15,7 +15,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[2] / "reconciler"
 
 FLOORS: list[tuple[int, tuple[str, ...]]] = [
-    (0, ("__init__", "__version__", "errors", "settings", "zato", "manifest", "transport", "source", "state",
+    (0, ("__init__", "__version__", "errors", "settings", "zato", "manifest", "transport", "source", "state", "locks",
          "scheduler", "logs")),
     (1, ("observe", "desired")),
     (2, ("plan",)),
