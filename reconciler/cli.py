@@ -165,7 +165,8 @@ def plan(clusters: tuple[str, ...], as_json: bool, **kw: Any) -> None:
 @common_options
 @click.option("--cluster", "clusters", multiple=True, metavar="NAME", help="Only this cluster (repeatable).")
 @click.option("--timeout", "confirm_timeout", type=float, metavar="SECONDS",
-              help="How long every server has to confirm a hot-deploy in its log.  [default: 60]")
+              help="How long every server has to confirm a hot-deploy in its log; wins over the manifest's "
+                   "confirm_timeout.  [default: the manifest's, else 60]")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
 @handle_errors
 def apply(clusters: tuple[str, ...], confirm_timeout: float | None, as_json: bool, **kw: Any) -> None:
@@ -178,7 +179,9 @@ def apply(clusters: tuple[str, ...], confirm_timeout: float | None, as_json: boo
     from reconciler.engine import Engine
     from reconciler.render import apply_dict, print_apply
 
-    result = Engine(make_settings(kw, confirm_timeout=confirm_timeout), progress).apply(list(clusters) or None)
+    engine = Engine(make_settings(kw), progress)
+    engine.confirm_timeout_override = confirm_timeout
+    result = engine.apply(list(clusters) or None)
     if as_json:
         click.echo(json.dumps(apply_dict(result), indent=2))
     else:

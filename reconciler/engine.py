@@ -84,6 +84,8 @@ class Engine:
         )
         self.audit = Audit(self.source)
         self._store: RolloutStore | None = None
+        #: `apply --timeout`: an operator's word wins over the manifest's confirm_timeout
+        self.confirm_timeout_override: float | None = None
         #: the daemon's running scheduler; None in a one-shot command (a temporary one persists window jobs)
         self.scheduler: BackgroundScheduler | None = None
         self.by = f"{getpass.getuser()}@{socket.gethostname()}"
@@ -181,7 +183,7 @@ class Engine:
         if cluster_plan.hot_deploys:
             servers = hot_deploy(
                 dc, report.observed[name], cluster_plan, transports,
-                timeout=spec.confirm_timeout or self.settings.confirm_timeout,
+                timeout=self.confirm_timeout_override or spec.confirm_timeout or self.settings.confirm_timeout,
                 poll=self.settings.confirm_poll, progress=self.progress, parallelism=self.settings.parallelism,
             )
             result.results[name] = servers

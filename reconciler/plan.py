@@ -165,8 +165,23 @@ def plan_cluster(desired: DesiredCluster, observed: ObservedCluster) -> ClusterP
         for s in servers
         if restarts and not s.running
     )
+    notes = tuple(
+        f"{s.name}: its .zato-info says Zato {s.zato_version}, the manifest says {desired.spec.zato_version}; "
+        "the manifest's profile is used (log lines, fan-out), so correct zato_version if the server is right"
+        for s in servers
+        if s.zato_version and profile_of(s.zato_version) not in (None, desired.spec.zato_version)
+    )
     return ClusterPlan(
-        desired.name, desired.spec.zato_version, tuple(hot), tuple(blocked), (), restarts, restart_blocked
+        desired.name, desired.spec.zato_version, tuple(hot), tuple(blocked), notes, restarts, restart_blocked
+    )
+
+
+def profile_of(version: str) -> str | None:
+    """The profile a version string from .zato-info belongs to (3.1 behaves as 3.0, every 4.x as 4.1)."""
+    major, _, rest = version.partition(".")
+    minor = rest.split(".")[0]
+    return {("2", "0"): "2.0", ("3", "0"): "3.0", ("3", "1"): "3.0", ("3", "2"): "3.2", ("3", "3"): "3.3"}.get(
+        (major, minor), "4.1" if major == "4" else None
     )
 
 

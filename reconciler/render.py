@@ -40,6 +40,8 @@ def print_plan(console: Console, report: PlanReport) -> None:
     for cp in p.clusters:
         spec = report.desired.cluster(cp.cluster).spec
         head = f"cluster {cp.cluster} (Zato {cp.zato_version}, {len(spec.servers)} servers)"
+        for note in cp.notes:
+            console.print(Text(f"warning: {cp.cluster}/{note}", style="yellow"))
         if cp.empty:
             console.print(f"{head}: up to date")
             continue

@@ -39,7 +39,8 @@ def build(case: dict[str, Any]) -> tuple[Desired, dict[str, ObservedCluster]]:
                                 f"{s.path}/logs/server.log", f"{s.path}/config/repo/service-sources.txt",
                                 "0.0.0.0:17010")
             obs.append(ObservedServer(c["name"], s, paths, o.get("deployed", {}), {},
-                                      LogMark(paths.log, 0, 1), o.get("running", True), c.get("zato_version", "3.2")))
+                                      LogMark(paths.log, 0, 1), o.get("running", True),
+                                      o.get("zato_version", c.get("zato_version", "3.2"))))
         observed[c["name"]] = ObservedCluster(c["name"], tuple(obs))
     from reconciler.manifest.model import Manifest
 
