@@ -40,6 +40,17 @@ class CreateInvoice(Service):
 '''
 
 
+REPORTS = '''from zato.server.service import Service
+
+
+class DailyReport(Service):
+    name = "reports.daily"
+
+    def handle(self):
+        self.response.payload = {"orders": 42}
+'''
+
+
 def banner(text: str) -> None:
     print(f"\n\033[1m$ {text}\033[0m", flush=True)
 
@@ -92,13 +103,24 @@ def main() -> int:
         git(repo, "commit", "-q", "-am", "CRM: full customer name")
         banner("git commit -am 'CRM: full customer name'")
         run([*zg, "apply", *opts], show=short.format("apply") + "   # only crm.py is redeployed")
+        (repo / "static" / "reports").mkdir(parents=True)
+        (repo / "static" / "reports" / "daily.py").write_text(REPORTS)
+        with (repo / "zato-gitops.yaml").open("a") as f:
+            f.write("    service_sources:\n      - path: static/reports\n        target: ./static/reports\n")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", "Reports, installed through service-sources.txt")
+        banner("git commit -m 'Reports, installed through service-sources.txt'")
+        run([*zg, "plan", *opts], show=short.format("plan") + "   # a static change: restart required")
+        rc = run([*zg, "apply", *opts], show=short.format("apply") + "   # a rolling restart, one server at a time")
         run([*zg, "history", *opts], show=short.format("history"))
         run(["git", "--no-pager", "log", "--notes=zato-gitops", "-1", "--format=%h %s%n%N"], cwd=repo,
             show="git log --notes=zato-gitops -1")
         print("\nEvery server confirmed in its logs/server.log, e.g. server3:")
         for line in cluster.servers[2].log_text().splitlines():
-            if "Deployed" in line and "service" in line and "user-defined" not in line:
+            if ("Deployed" in line and "service" in line) or "Started `" in line:
                 print("  " + line)
+        print("\nIts service-sources.txt, with the reconciler's block kept before the hot-deploy line:")
+        print((cluster.servers[2].path / "config" / "repo" / "service-sources.txt").read_text())
         return rc
     finally:
         cluster.cleanup()

@@ -249,7 +249,7 @@ class Engine:
         for o in outcomes:
             if o.outcome in ("interrupted",):
                 continue
-            rec = self._record_base(uuid.uuid4().hex[:12], rollout.commit) | {
+            rec = self._record_base(rid, rollout.commit) | {
                 "cluster": rollout.cluster, "server": o.server, "action": "restart", "rollout": rid,
                 "outcome": o.outcome, "started": o.started, "ready": o.ready, "duration": round(o.duration, 2),
                 "files": o.files,

@@ -53,6 +53,10 @@ def print_plan(console: Console, report: PlanReport) -> None:
         console.print("No changes: every server runs what the commit says.")
 
 
+#: outcomes of a record that mean it went well, or that it is waiting (not a failure)
+GOOD = {"confirmed", "ok", "ready", "unchanged", "healed"}
+NEUTRAL = {"pending", "reported", "healing"}
+
 _MARK = {"added": "+", "changed": "~", "removed": "-"}
 
 
@@ -171,27 +175,28 @@ def print_history(console: Console, entries: Sequence[Any]) -> None:
     rows: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for e in entries:
         r = e.record
-        key = (str(r.get("run", "")), str(r.get("cluster", "-")), str(r.get("action", "")), str(r.get("module", "-")))
+        module = str(r.get("module") or (f"rollout {r['rollout']}" if r.get("rollout") else "-"))
+        key = (str(r.get("run", "")), str(r.get("cluster", "-")), str(r.get("action", "")), module)
         row = rows.setdefault(key, {"at": str(r.get("at", "")), "commit": e.commit, "summary": e.summary,
                                     "servers": [], "outcomes": set()})
         outcome = str(r.get("outcome", ""))
         row["outcomes"].add(outcome)
         if r.get("server"):
-            row["servers"].append(f"{r['server']} {outcome}" if outcome not in ("confirmed", "ok") else r["server"])
+            row["servers"].append(f"{r['server']} {outcome}" if outcome not in GOOD else r["server"])
     table = Table(title="Deploy history, newest first (git notes refs/notes/zato-gitops)", title_justify="left",
                   box=None, padding=(0, 2), pad_edge=False)
     for col in ("when (UTC)", "commit", "cluster", "action", "module", "outcome", "servers"):
         table.add_column(col, no_wrap=col not in ("servers", "commit"))
     for (_, cluster, action, module), row in rows.items():
         outcomes = row["outcomes"]
-        outcome = "ok" if outcomes <= {"confirmed", "ok"} else "failed"
+        outcome = "ok" if outcomes <= GOOD else next(iter(outcomes)) if len(outcomes) == 1 else "failed"
         table.add_row(
             row["at"][:19].replace("T", " "),
             f"{row['commit'][:8]} {row['summary'][:30]}",
             cluster,
             action,
             module,
-            Text(outcome, style="green" if outcome == "ok" else "red"),
+            Text(outcome, style="green" if outcome == "ok" else "yellow" if outcome in NEUTRAL else "red"),
             ", ".join(sorted(row["servers"])) or "-",
         )
     console.print(table)

@@ -145,7 +145,7 @@ class RolloutRunner:
                     self.store.add_host_written(rid, restart.host)
                     self.store.update_server(rid, server, wrote_shared=True)
                 step = "stopping"
-                self.store.update_server(rid, server, step="stopping")
+                self.store.update_server(rid, server, step="stopping", started=now())
             self._drain(ctl, server, "drain")
             if step == "stopping":
                 self.say(server, "stopping")
@@ -157,7 +157,7 @@ class RolloutRunner:
                     self.say(server, "starting")
                     ctl.start(timeout)
                 step = "waiting"
-                self.store.update_server(rid, server, step="waiting", started=now())
+                self.store.update_server(rid, server, step="waiting")
             if step in ("waiting", "verifying"):
                 mark = self._mark(rid, server, obs)
                 self.say(server, "waiting for /zato/ping and the Started line")
