@@ -313,3 +313,32 @@ def test_static_drift_is_healed_by_restarting_only_the_server_that_drifted(world
     after = world.events("starting")
     assert {k: after[k] - starts[k] for k in after} == {"server1": 0, "server2": 1, "server3": 0}
     assert "billing.create-invoice" in world.servers[1].services()
+
+
+def test_the_daemon_runs_a_rollout_when_its_window_opens(world: World) -> None:
+    """The hot-deploy goes out at once; the restart is a persisted job that the daemon runs at the window."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    # the next minute (or the one after, when this one is nearly over): closed now, open soon
+    opens = (now + timedelta(minutes=1 if now.second < 45 else 2)).replace(second=0, microsecond=0)
+    window = f"{opens.minute} {opens.hour} * * *"
+    starts = world.events("starting")
+    c1 = world.commit({
+        "zato-gitops.yaml": world.manifest(service_sources=STATIC, rollout={"window": window}),
+        "static/billing/invoice.py": INVOICE, "services/crm.py": CRM,
+    }, "billing, in the window")
+    d = world.daemon()
+    d.wait_for("the hot-deploy", lambda: all("crm.get-customer" in s.services() for s in world.servers), timeout=30)
+    assert world.events("starting") == starts  # the restart waits for the window
+    _, rollouts = world.cli_json("rollouts")
+    assert [r["status"] for r in rollouts] == ["pending"] and rollouts[0]["commit"] == c1
+    wait = (opens - datetime.now(UTC)).total_seconds() + 45
+    d.wait_for("the rollout in its window",
+               lambda: world.cli_json("rollouts")[1][0]["status"] == "finished", timeout=wait, every=1.0)
+    after = world.events("starting")
+    assert {k: after[k] - starts[k] for k in after} == {"server1": 1, "server2": 1, "server3": 1}
+    for s in world.servers:
+        assert "billing.create-invoice" in s.services()
+    first_restart = min(e["ts"] for e in world.cluster.events() if e["event"] == "stopping")
+    assert first_restart >= opens.timestamp()  # not before the window opened
