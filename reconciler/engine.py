@@ -199,6 +199,12 @@ class Engine:
             return [*records, self._record_base(run_id, commit) | {
                 "cluster": name, "action": "refused", "outcome": "failed",
                 "detail": "; ".join(cluster_plan.restart_blocked)}]
+        resumed = result.rollouts.get(name)
+        if resumed is not None and resumed[0].status != "finished":
+            # the interrupted rollout resumed by this apply stopped again: starting another one now would only
+            # repeat it; a person decides (`rollouts resume`) or a new commit supersedes it
+            result.refused[name] = [f"rollout {resumed[0].id} {resumed[0].status}: {resumed[0].message}"]
+            return records
         for old in self.store.all(OPEN, cluster=name):
             self.store.set_status(old.id, "superseded", f"superseded by commit {commit[:12]}")
             self._unschedule(old.id)
