@@ -225,3 +225,20 @@ def test_the_repository_over_ssh_with_strict_host_keys(world: World, tmp_path: P
     assert r.returncode == 1
     assert "Host key verification failed" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_an_unreachable_server_is_named_and_its_cluster_is_not_touched(world: World) -> None:
+    release(world, {"crm.py": CRM})
+    sizes = world.log_sizes()
+    world.hosts[2].stop()
+    try:
+        r = world.cli("apply")
+    finally:
+        world.hosts[2].start()
+    assert r.returncode == 1
+    out = r.stdout + r.stderr
+    assert "prod/server3: not observed" in out and f"127.0.0.1:{world.hosts[2].port}" in out
+    assert "Traceback" not in out
+    assert world.log_sizes() == sizes  # no server of the cluster got anything
+    assert world.cli("apply").returncode == 0  # once it is back, the same commit goes out
+    assert "crm.get-customer" in world.servers[2].services()
