@@ -160,7 +160,7 @@ def print_apply(console: Console, result: ApplyReport) -> None:
             for m, lines in r.lines.items():
                 console.print(Text(f"{c}/{s}: {m} {r.modules.get(m)}; what it logged:", style="red"))
                 for line in lines or ["(nothing since the deploy started)"]:
-                    console.print(Text(f"    {line}"))
+                    console.print(Text(f"    {line}"), soft_wrap=True)
     for rollout, outcomes in result.rollouts.values():
         print_rollout_outcome(console, rollout, outcomes)
     for c, (rid, when) in result.scheduled.items():
@@ -220,7 +220,7 @@ def print_rollout_outcome(console: Console, rollout: Rollout, outcomes: Sequence
         if o.outcome not in ("ready", "unchanged", "interrupted"):
             console.print(Text(f"{rollout.cluster}/{o.server}: {o.error}", style="red"))
             for line in o.lines[-10:]:
-                console.print(Text(f"    {line}"))
+                console.print(Text(f"    {line}"), soft_wrap=True)
 
 
 def print_rollouts(console: Console, rollouts: Sequence[Rollout]) -> None:

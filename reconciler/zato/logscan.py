@@ -10,12 +10,18 @@ deployed copy and 2.0/3.0 log the payload name.
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from reconciler.zato.profiles import Profile
 
 Status = Literal["confirmed", "failed"]
+
+#: a log record starts with its timestamp; other lines continue the record before (a traceback)
+_RECORD = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}")
+#: how many lines of one module's load error (its traceback) are kept as evidence
+MAX_EVIDENCE = 30
 
 
 @dataclass
@@ -34,6 +40,8 @@ class ConfirmScanner:
         self.pending = set(modules)
         self.verdicts: dict[str, Verdict] = {}
         self._errors: dict[str, list[str]] = {}
+        #: the module whose load error the following non-record lines (its traceback) belong to
+        self._continuing: str | None = None
         #: every line read so far (the tail is quoted when a server never confirms)
         self.lines: list[str] = []
 
@@ -49,6 +57,12 @@ class ConfirmScanner:
             self._one(line)
 
     def _one(self, line: str) -> None:
+        if self._continuing is not None and not _RECORD.match(line):
+            kept = self._errors[self._continuing]
+            if len(kept) < MAX_EVIDENCE:
+                kept.append(line)
+            return
+        self._continuing = None
         p = self.profile
         m = p.success.search(line)
         if m and (name := self._module_of(m.group("path"))):
@@ -58,6 +72,7 @@ class ConfirmScanner:
             m = failure.search(line)
             if m and (name := self._module_of(m.group("path"))):
                 self._errors.setdefault(name, []).append(line)
+                self._continuing = name
                 if p.version == "2.0":  # the WARN line is the whole verdict on 2.0
                     self._decide(name, "failed", line)
                 return

@@ -242,3 +242,20 @@ def test_an_unreachable_server_is_named_and_its_cluster_is_not_touched(world: Wo
     assert world.log_sizes() == sizes  # no server of the cluster got anything
     assert world.cli("apply").returncode == 0  # once it is back, the same commit goes out
     assert "crm.get-customer" in world.servers[2].services()
+
+
+def test_a_module_zato_refuses_to_import_fails_the_apply_with_its_log_lines(world: World) -> None:
+    release(world, {"crm.py": CRM})
+    assert world.cli("apply").returncode == 0
+    world.commit({"services/crm.py": "import a_module_nobody_installed\n" + CRM})
+    r = world.cli("apply")
+    assert r.returncode == 1
+    for name in ("server1", "server2", "server3"):
+        assert f"prod/{name}: crm.py failed" in r.stdout
+    assert "Could not load source, file_name:`" in r.stdout
+    assert "No module named 'a_module_nobody_installed'" in r.stdout
+    assert "No services nor models were deployed from module `crm.py`" in r.stdout
+    for s in world.servers:
+        assert s.services()["crm.get-customer"] == sha(CRM)  # the previous version keeps running
+    code, history = world.cli_json("history", "--limit", "3")
+    assert code == 0 and {h["outcome"] for h in history} == {"failed"}

@@ -50,3 +50,18 @@ def test_other_modules_and_versions_lines_are_ignored() -> None:
     sc.feed([P + "Deployed 1 service from `/x/ab.py` -> ['x']", P + "Uploaded package id:`1`, payload_name:`a.py`"])
     assert not sc.verdicts and sc.pending == {"a.py"}
     assert len(sc.lines) == 2
+
+
+def test_a_load_error_keeps_its_traceback_as_evidence() -> None:
+    sc = ConfirmScanner(profile("3.2"), {"bad.py"})
+    sc.feed([
+        "2026-11-24 08:00:00,123 - ERROR - 1:M - zato.server.service.store:1 - Could not load source, "
+        "file_name:`/w/bad.py`, e:`Traceback (most recent call last):",
+        '  File "/w/bad.py", line 1, in <module>',
+        "ModuleNotFoundError: No module named 'nope'`",
+        "2026-11-24 08:00:00,124 - INFO - 1:M - zato:1 - No services nor models were deployed from module `bad.py`",
+    ])
+    v = sc.verdicts["bad.py"]
+    assert v.status == "failed"
+    assert "ModuleNotFoundError: No module named 'nope'`" in v.evidence
+    assert v.evidence[-1].endswith("No services nor models were deployed from module `bad.py`")
