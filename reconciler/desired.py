@@ -179,33 +179,26 @@ def _static(
             if f.repo_path.endswith(".py") and f.repo_path not in compile_failures:
                 compile_failures[f.repo_path] = compile_errors(f.repo_path, f.data)
 
+    def read(key: str, index: int, repo_path: str, *, recursive: bool) -> tuple[TreeMode, dict[str, StaticFile]] | None:
+        got = _tree(reader, commit, files, repo_path, recursive=recursive)
+        if got is None:
+            where = f"{manifest_path}:{loaded.line_of(('clusters', ci, key, index, 'path'))}"
+            errors.append(
+                f"{where}: clusters[{ci}].{key}[{index}].path: {repo_path!r} is not in the repository at {commit[:12]}"
+            )
+            return None
+        check(got[1])
+        return got
+
     for j, src in enumerate(spec.service_sources):
         if src.module is not None:
             lines.append(src.module)
-            continue
-        assert src.path is not None and src.target is not None
-        where = f"{manifest_path}:{loaded.line_of(('clusters', ci, 'service_sources', j, 'path'))}"
-        got = _tree(reader, commit, files, src.path, recursive=False)
-        if got is None:
-            errors.append(
-                f"{where}: clusters[{ci}].service_sources[{j}].path: {src.path!r} is not in the repository "
-                f"at {commit[:12]}"
-            )
-            continue
-        mode, tree = got
-        check(tree)
-        sources.append(StaticTree("source", src.path, src.target, mode, tree))
-        lines.append(source_line(src.target))
+        elif src.path is not None and src.target is not None and (got := read("service_sources", j, src.path,
+                                                                              recursive=False)):
+            sources.append(StaticTree("source", src.path, src.target, got[0], got[1]))
+            lines.append(source_line(src.target))
     for k, extra in enumerate(spec.extra_paths):
-        where = f"{manifest_path}:{loaded.line_of(('clusters', ci, 'extra_paths', k, 'path'))}"
-        got = _tree(reader, commit, files, extra.path, recursive=True)
-        if got is None:
-            errors.append(
-                f"{where}: clusters[{ci}].extra_paths[{k}].path: {extra.path!r} is not in the repository "
-                f"at {commit[:12]}"
-            )
-            continue
-        mode, tree = got
-        check(tree)
-        extras.append(StaticTree("extra", extra.path, posixpath.join(spec.extra_paths_dir, extra.name), mode, tree))
+        if got := read("extra_paths", k, extra.path, recursive=True):
+            target = posixpath.join(spec.extra_paths_dir, extra.name)
+            extras.append(StaticTree("extra", extra.path, target, got[0], got[1]))
     return tuple(sources), tuple(extras), tuple(lines)

@@ -92,12 +92,8 @@ class Engine:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        lock = StateLock(self.settings.state_dir)
-        lock.acquire()
-        try:
+        with StateLock(self.settings.state_dir).held():
             yield
-        finally:
-            lock.release()
 
     def connections(self) -> Connections:
         return Connections(

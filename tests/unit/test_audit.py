@@ -13,18 +13,9 @@ import pytest
 
 from reconciler.audit import Audit, format_at, record_line
 from reconciler.source import Source
-from tests.unit.test_source import HERMETIC_ENV, GitBed, git
+from tests.unit.gitbed import GitBed, git
 
-
-@pytest.fixture(autouse=True)
-def hermetic_git(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in HERMETIC_ENV.items():
-        monkeypatch.setenv(key, value)
-
-
-@pytest.fixture
-def bed(tmp_path: Path) -> GitBed:
-    return GitBed(tmp_path)
+pytestmark = pytest.mark.usefixtures("hermetic_git")
 
 
 class Clock:
