@@ -104,3 +104,11 @@ def test_missing_manifest_is_stalled_with_hint() -> None:
     with pytest.raises(Stalled) as e:
         build_desired(Reader({"x.py": b""}), "c" * 40, "zato-gitops.yaml")
     assert "no manifest at zato-gitops.yaml" in e.value.message
+
+
+def test_zato_20_modules_are_python_2_and_not_compile_checked_with_python_3() -> None:
+    manifest = MANIFEST.replace(b"  - name: prod\n", b"  - name: prod\n    zato_version: '2.0'\n")
+    reader = Reader({"zato-gitops.yaml": manifest, "services/old.py": b'print "hello from Python 2.7"\n'})
+    desired = build_desired(reader, "c" * 40, "zato-gitops.yaml")
+    assert list(desired.cluster("prod").modules) == ["old.py"]
+    assert any("not compile-checked" in w and "services/old.py" in w for w in desired.warnings)
