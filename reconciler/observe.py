@@ -15,9 +15,9 @@ import posixpath
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from reconciler.core.state import DesiredCluster, LogMark, ObservedCluster, ObservedServer, ServerPaths
 from reconciler.errors import ReconcilerError, Stalled, Unreachable
 from reconciler.manifest.model import Cluster, Server
-from reconciler.state import DesiredCluster, LogMark, ObservedCluster, ObservedServer, ServerPaths
 from reconciler.transport import Transport, script_argv
 from reconciler.zato.profiles import profile
 

@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
-from reconciler.apply.logs import read_log
+from reconciler.apply.logtail import read_log
+from reconciler.core.plan import ClusterPlan
+from reconciler.core.state import DesiredCluster, LogMark, ObservedCluster
 from reconciler.errors import ReconcilerError
-from reconciler.plan import ClusterPlan
-from reconciler.state import DesiredCluster, LogMark, ObservedCluster
 from reconciler.transport import Transport, script_argv
 from reconciler.zato.logscan import ConfirmScanner
 

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from reconciler.apply.logs import read_log
+from reconciler.apply.logtail import read_log
+from reconciler.core.state import LogMark
 from reconciler.errors import ReconcilerError
-from reconciler.state import LogMark
 from reconciler.transport import Transport, script_argv
 from reconciler.zato.profiles import COULD_NOT_IMPORT, COULD_NOT_LOAD, STARTED
 

@@ -21,10 +21,10 @@ from threading import Event
 
 from reconciler.apply import files
 from reconciler.apply.restart import ServerControl, source_failures
+from reconciler.apply.store import Rollout, RolloutStore, now
+from reconciler.core.plan import Restart, restart_for
+from reconciler.core.state import DesiredCluster, LogMark, ObservedServer
 from reconciler.errors import ReconcilerError
-from reconciler.plan import Restart, restart_for
-from reconciler.state import DesiredCluster, LogMark, ObservedServer
-from reconciler.store import Rollout, RolloutStore, now
 from reconciler.transport import Transport
 
 Progress = Callable[[str], None]

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from reconciler.source import Source
+from reconciler.gitrepo.source import Source
 
 HERMETIC_ENV = {
     "GIT_CONFIG_GLOBAL": "/dev/null",

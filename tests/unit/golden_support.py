@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.manifest.model import Cluster
-from reconciler.state import (
+from reconciler.core.state import (
     Desired,
     DesiredCluster,
     LogMark,
@@ -14,6 +13,7 @@ from reconciler.state import (
     ObservedServer,
     ServerPaths,
 )
+from reconciler.manifest.model import Cluster
 
 
 def build(case: dict[str, Any]) -> tuple[Desired, dict[str, ObservedCluster]]:

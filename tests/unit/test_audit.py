@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.audit import Audit, format_at, record_line
-from reconciler.source import Source
+from reconciler.gitrepo.notes import Audit, format_at, record_line
+from reconciler.gitrepo.source import Source
 from tests.unit.gitbed import GitBed, git
 
 pytestmark = pytest.mark.usefixtures("hermetic_git")

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from reconciler.daemon import Daemon, classify, classify_error, drift_items
+from reconciler.daemon.conditions import ClusterStatus, Event, StatusStore, backoff
+from reconciler.daemon.http import Server, is_watched, push_ref, verify_signature
+from reconciler.daemon.logsetup import setup
+from reconciler.daemon.loop import Daemon, classify, classify_error, drift_items
+from reconciler.daemon.notify import Notifier, body, safe_url
 from reconciler.errors import Busy, HostKeyError, ModulesInvalid, Stalled, Unreachable
-from reconciler.http import Server, is_watched, push_ref, verify_signature
-from reconciler.logs import setup
-from reconciler.notify import Notifier, body, safe_url
 from reconciler.settings import Settings
-from reconciler.status import ClusterStatus, Event, StatusStore, backoff
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
 
@@ -503,7 +503,7 @@ def test_classify_sorts_outcomes_by_what_to_do() -> None:
     cp = SimpleNamespace(empty=False, hot_deploys=[SimpleNamespace(module="a.py", diffs=[
         SimpleNamespace(server="s1", reason="added"), SimpleNamespace(server="s2", reason="changed")])])
     assert drift_items(cp) == ["s1: a.py missing", "s2: a.py modified"]
-    from reconciler.plan import FileChange, Restart
+    from reconciler.core.plan import FileChange, Restart
 
     static = SimpleNamespace(empty=False, hot_deploys=[], restarts=[Restart("s1", "h:22", (
         FileChange("source", "/srv/s1/static/a.py", "changed", "x", "y"),
@@ -517,7 +517,7 @@ def test_classify_sorts_outcomes_by_what_to_do() -> None:
 
 
 def test_one_daemon_per_state_dir(tmp_path: Path) -> None:
-    from reconciler.daemon import DaemonLock, running_daemon
+    from reconciler.daemon.loop import DaemonLock, running_daemon
 
     first = DaemonLock(tmp_path)
     first.acquire()

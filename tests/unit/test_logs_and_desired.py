@@ -6,10 +6,10 @@ import hashlib
 
 import pytest
 
-from reconciler.apply.logs import parse_read
-from reconciler.desired import build_desired, compile_errors, glob_match
+from reconciler.apply.logtail import parse_read
+from reconciler.core.desired import build_desired, compile_errors, glob_match
+from reconciler.core.state import LogMark
 from reconciler.errors import ManifestInvalid, ModulesInvalid, Stalled
-from reconciler.state import LogMark
 
 
 def test_parse_read_consumes_whole_lines_only() -> None:

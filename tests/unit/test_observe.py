@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.core.state import ObservedServer
 from reconciler.errors import Stalled
 from reconciler.manifest.model import Cluster
 from reconciler.observe import OBSERVE_SCRIPT, parse_observation
-from reconciler.state import ObservedServer
 from reconciler.transport import script_argv
 
 CONF = """[main]

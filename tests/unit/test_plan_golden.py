@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.plan import plan
+from reconciler.core.plan import plan
 from tests.unit.golden_support import build
 
 CASES = sorted((Path(__file__).parent / "golden").glob("*.json"))

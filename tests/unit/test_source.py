@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import SourceError, Stalled
-from reconciler.source import Source, normalise_url, redact
+from reconciler.gitrepo.source import Source, normalise_url, redact
 from tests.unit.gitbed import GitBed, git
 
 pytestmark = pytest.mark.usefixtures("hermetic_git")

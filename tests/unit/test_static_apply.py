@@ -7,9 +7,9 @@ from pathlib import Path
 
 from reconciler.apply import files
 from reconciler.apply.restart import source_failures
+from reconciler.core.plan import restart_for
+from reconciler.core.state import DesiredCluster, LogMark, ObservedServer, ServerPaths, StaticFile, StaticTree
 from reconciler.manifest.model import Cluster
-from reconciler.plan import restart_for
-from reconciler.state import DesiredCluster, LogMark, ObservedServer, ServerPaths, StaticFile, StaticTree
 from reconciler.transport.local import LocalTransport
 from reconciler.zato.sources import render
 
@@ -111,7 +111,7 @@ def test_source_failures_name_only_managed_sources() -> None:
 def test_window_open_matches_the_current_minute_only() -> None:
     from datetime import UTC, datetime
 
-    from reconciler.engine import window_open
+    from reconciler.engine.chain import window_open
 
     assert window_open("0 2 * * *", datetime(2026, 11, 24, 2, 0, 41, tzinfo=UTC))
     assert not window_open("0 2 * * *", datetime(2026, 11, 24, 2, 1, 0, tzinfo=UTC))
@@ -122,7 +122,7 @@ def test_window_open_matches_the_current_minute_only() -> None:
 def test_cron_day_of_week_numbers_mean_what_crontab_means() -> None:
     from datetime import UTC, datetime
 
-    from reconciler.scheduler import cron_trigger
+    from reconciler.engine.scheduler import cron_trigger
 
     monday = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)
     nxt = cron_trigger("0 2 * * 1").get_next_fire_time(None, monday)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.engine import Engine
-from reconciler.scheduler import PERSISTENT, make_scheduler
+from reconciler.engine.chain import Engine
+from reconciler.engine.scheduler import PERSISTENT, make_scheduler
 from reconciler.settings import load_settings
 
 
@@ -21,7 +21,7 @@ def test_a_scheduled_rollout_survives_the_process_and_can_be_unscheduled(tmp_pat
     try:
         job = sched.get_job("rollout-abc123", jobstore=PERSISTENT)
         assert job is not None
-        assert job.func_ref == "reconciler.engine:run_scheduled_rollout"
+        assert job.func_ref == "reconciler.engine.chain:run_scheduled_rollout"
         assert list(job.args) == ["abc123"]
         assert job.next_run_time.isoformat() == when
     finally:

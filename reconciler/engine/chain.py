@@ -25,18 +25,18 @@ from apscheduler.triggers.date import DateTrigger
 
 from reconciler.apply.hotdeploy import ServerResult, hot_deploy
 from reconciler.apply.rollout import RestartOutcome, RolloutRunner
-from reconciler.audit import Audit, PushResult, format_at
-from reconciler.desired import build_desired
+from reconciler.apply.store import OPEN, Rollout, RolloutStore
+from reconciler.core.desired import build_desired
+from reconciler.core.plan import ClusterPlan, Plan, plan
+from reconciler.core.state import Desired, ObservedServer
+from reconciler.engine.results import ApplyReport, PlanReport
+from reconciler.engine.scheduler import PERSISTENT, cron_trigger, make_scheduler, runtime
 from reconciler.errors import Busy, Stalled
+from reconciler.gitrepo.notes import Audit, PushResult, format_at
+from reconciler.gitrepo.source import Source
 from reconciler.locks import LockHeld, PidLock
 from reconciler.observe import observe_all, observe_server
-from reconciler.plan import ClusterPlan, Plan, plan
-from reconciler.report import ApplyReport, PlanReport
-from reconciler.scheduler import PERSISTENT, cron_trigger, make_scheduler, runtime
 from reconciler.settings import Settings
-from reconciler.source import Source
-from reconciler.state import Desired, ObservedServer
-from reconciler.store import OPEN, Rollout, RolloutStore
 from reconciler.transport.connect import Connections
 from reconciler.transport.ssh import SSHOptions
 
@@ -294,7 +294,7 @@ class Engine:
             sched.start(paused=True)
         try:
             job = sched.add_job(
-                "reconciler.engine:run_scheduled_rollout", cron_trigger(window),
+                "reconciler.engine.chain:run_scheduled_rollout", cron_trigger(window),
                 args=[rid], id=f"rollout-{rid}", jobstore=PERSISTENT, replace_existing=True,
             )
             when = job.next_run_time
@@ -363,7 +363,7 @@ def run_scheduled_rollout(rid: str) -> None:
         # a deploy holds the state dir right when the window opened: try again shortly rather than tomorrow
         if engine.scheduler is not None:
             engine.scheduler.add_job(
-                "reconciler.engine:run_scheduled_rollout",
+                "reconciler.engine.chain:run_scheduled_rollout",
                 DateTrigger(datetime.now(UTC) + timedelta(seconds=BUSY_RETRY)),
                 args=[rid], id=f"rollout-{rid}-retry", jobstore=PERSISTENT, replace_existing=True,
             )

@@ -4,8 +4,8 @@ The reconciler never works in a checkout: it keeps a bare clone at `<state_dir>/
 branch into `refs/remotes/origin/<branch>` and reads blobs straight from the object database at an exact
 commit. Nothing is checked out, so there is no working tree to get dirty, and a plan made at commit X reads
 exactly X even while a newer commit is being fetched. The origin's deploy notes are fetched alongside (into
-`refs/notes/zato-gitops-origin`) so `audit.py` can merge them before it writes its own. This module and
-`audit.py` are the only ones that import `git`.
+`refs/notes/zato-gitops-origin`) so `notes.py` can merge them before it writes its own. This package
+(`gitrepo/`) is the only one that import `git`.
 
 Errors follow `errors.py`: a branch that does not exist, or a commit or path that is not there, needs a
 person (`Stalled`); a remote that cannot be reached or refuses our credentials may recover on its own
@@ -222,7 +222,7 @@ class Source:
 
     def git(self, *args: str, stdin: BinaryIO | None = None) -> GitResult:
         """Run `git <args>` in the clone and return its status and output; never raises for a non-zero exit.
-        For `audit.py`; everyone else reads through the methods below."""
+        For `notes.py`; everyone else reads through the methods below."""
         with self.lock:
             repo = self._repo if self._repo is not None else self.repo
             result = repo.git.execute(

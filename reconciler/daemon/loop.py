@@ -47,14 +47,14 @@ from typing import Any
 
 from apscheduler.triggers.interval import IntervalTrigger
 
+from reconciler.daemon.conditions import ClusterStatus, Event, FailureKind, ServerState, StatusStore, iso, short
+from reconciler.daemon.http import Server, parse_listen
+from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.notify import Notifier
+from reconciler.engine.scheduler import make_scheduler, register_runtime
 from reconciler.errors import Busy, ReconcilerError, Stalled, Transient
-from reconciler.http import Server, parse_listen
 from reconciler.locks import LockHeld, PidLock
-from reconciler.metrics import Metrics
-from reconciler.notify import Notifier
-from reconciler.scheduler import make_scheduler, register_runtime
 from reconciler.settings import Settings
-from reconciler.status import ClusterStatus, Event, FailureKind, ServerState, StatusStore, iso, short
 
 log = logging.getLogger("zato_gitops.daemon")
 
@@ -285,7 +285,7 @@ class Daemon:
         self._source_error_logged = ""
 
     def _make_engine(self, stop: threading.Event) -> Any:
-        from reconciler.engine import Engine
+        from reconciler.engine.chain import Engine
 
         return Engine(self.settings, self._progress, stop=stop)
 

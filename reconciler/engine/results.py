@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 from reconciler.apply.hotdeploy import ServerResult
 from reconciler.apply.rollout import RestartOutcome
-from reconciler.audit import PushResult
+from reconciler.apply.store import Rollout
+from reconciler.core.plan import Plan
+from reconciler.core.state import Desired, ObservedCluster
+from reconciler.gitrepo.notes import PushResult
 from reconciler.observe import ObserveError
-from reconciler.plan import Plan
-from reconciler.state import Desired, ObservedCluster
-from reconciler.store import Rollout
 
 
 @dataclass

@@ -29,7 +29,7 @@ from typing import Any
 from git.objects import Blob
 
 from reconciler.errors import SourceError
-from reconciler.source import NOTES_REF, ORIGIN_NOTES_REF, GitResult, Source
+from reconciler.gitrepo.source import NOTES_REF, ORIGIN_NOTES_REF, GitResult, Source
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Notifications: a POST per transition (deployed, failed, recovered, drift found) to each configured URL.
 
-Why so little: which events exist and when they fire is decided by `status.py` (transitions only, never every
+Why so little: which events exist and when they fire is decided by `conditions.py` (transitions only, never every
 poll); this module only delivers. A notification is a courtesy, not part of the reconcile: it is sent from a
 small thread pool with a short timeout so a slow chat server never holds a deploy, and a failure is logged and
 counted, never raised. Two body shapes: our JSON (`{"event", "cluster", "revision", "message", "at"}`) for
@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from reconciler.status import Event
+from reconciler.daemon.conditions import Event
 
 log = logging.getLogger("zato_gitops.notify")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reconciler.core.state import LogMark
 from reconciler.errors import Unreachable
-from reconciler.state import LogMark
 from reconciler.transport import Transport, script_argv
 
 READ_SCRIPT = r"""

@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any, Literal, TextIO
 
-from reconciler.source import redact
+from reconciler.gitrepo.source import redact
 
 #: attributes every LogRecord has; anything else on a record came from `extra=` and is a field of the event
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}

@@ -126,7 +126,7 @@ def validate(file: Path | None, **kw: Any) -> None:
             err.print(f"warning: {w}", highlight=False)
         out.print(f"{file}: valid ({len(loaded.manifest.clusters)} clusters)")
         return
-    from reconciler.engine import Engine
+    from reconciler.engine.chain import Engine
 
     engine = Engine(make_settings(kw), progress)
     commit = engine.fetch()
@@ -148,8 +148,8 @@ def plan(clusters: tuple[str, ...], as_json: bool, **kw: Any) -> None:
     Exit 0 when every server runs what the commit says, 2 when changes are pending, 1 on error (including a
     server that could not be observed).
     """
-    from reconciler.engine import Engine
-    from reconciler.render import plan_dict, print_plan
+    from reconciler.cli.render import plan_dict, print_plan
+    from reconciler.engine.chain import Engine
 
     report = Engine(make_settings(kw), progress).plan(list(clusters) or None)
     if as_json:
@@ -176,8 +176,8 @@ def apply(clusters: tuple[str, ...], confirm_timeout: float | None, as_json: boo
     deployed it, then writes the outcome to refs/notes/zato-gitops on the commit and pushes it. Exit 0 when every
     server confirmed (or nothing had to change), 1 otherwise.
     """
-    from reconciler.engine import Engine
-    from reconciler.render import apply_dict, print_apply
+    from reconciler.cli.render import apply_dict, print_apply
+    from reconciler.engine.chain import Engine
 
     engine = Engine(make_settings(kw), progress)
     engine.confirm_timeout_override = confirm_timeout
@@ -201,8 +201,8 @@ def history(cluster: str | None, limit: int, as_json: bool, **kw: Any) -> None:
     Read from the git notes (refs/notes/zato-gitops) that apply writes; `git log --notes=zato-gitops` shows the
     same records next to the commits.
     """
-    from reconciler.engine import Engine
-    from reconciler.render import print_history
+    from reconciler.cli.render import print_history
+    from reconciler.engine.chain import Engine
 
     engine = Engine(make_settings(kw))
     engine.source.fetch()
@@ -244,8 +244,8 @@ def run(listen: str | None, interval: float | None, log_format: str | None, **kw
     One daemon per state dir. SIGTERM finishes the current server step, never leaves a server stopped,
     writes the status and exits 0.
     """
-    from reconciler import logs
-    from reconciler.daemon import Daemon
+    from reconciler.daemon import logsetup as logs
+    from reconciler.daemon.loop import Daemon
 
     settings = make_settings(kw, listen=listen, interval=interval, log_format=log_format)
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
@@ -263,8 +263,8 @@ def status(as_json: bool, **kw: Any) -> None:
     Asks the daemon running on the state dir; when none runs, reads what the last one wrote to
     <state_dir>/status.json. Exit 0 when every cluster is Ready, 1 otherwise (or when nothing is known yet).
     """
-    from reconciler.daemon import call, running_daemon
-    from reconciler.status import StatusStore
+    from reconciler.daemon.conditions import StatusStore
+    from reconciler.daemon.loop import call, running_daemon
 
     settings = make_settings(kw)
     info = running_daemon(settings.state_dir)
@@ -326,8 +326,8 @@ def print_status(data: dict[str, Any], *, running: bool, state_dir: Path) -> Non
 
 
 def _set_suspended(clusters: tuple[str, ...], suspended: bool, kw: dict[str, Any]) -> None:
-    from reconciler.daemon import call, edit_status, running_daemon
-    from reconciler.status import StatusStore
+    from reconciler.daemon.conditions import StatusStore
+    from reconciler.daemon.loop import call, edit_status, running_daemon
 
     settings = make_settings(kw)
     info = running_daemon(settings.state_dir)
@@ -380,7 +380,7 @@ def reconcile(clusters: tuple[str, ...], **kw: Any) -> None:
     back, and a commit that stalled is tried again. Returns at once; follow it with `zato-gitops status`.
     Without a daemon, use `zato-gitops apply`.
     """
-    from reconciler.daemon import call, running_daemon
+    from reconciler.daemon.loop import call, running_daemon
     from reconciler.errors import Stalled
 
     settings = make_settings(kw)
@@ -408,8 +408,8 @@ def rollouts(ctx: click.Context, /, as_json: bool, **kw: Any) -> None:
     ctx.obj["kw"] = kw
     if ctx.invoked_subcommand is not None:
         return
-    from reconciler.render import print_rollouts
-    from reconciler.store import RolloutStore
+    from reconciler.apply.store import RolloutStore
+    from reconciler.cli.render import print_rollouts
 
     store = RolloutStore.for_settings(make_settings(kw))
     found = store.all()
@@ -430,8 +430,8 @@ def rollouts_resume(ctx: click.Context, /, rollout_id: str, as_json: bool) -> No
     Servers already done are not restarted again; a halted rollout retries the server that failed. Exit 0 when
     the rollout finished, 1 otherwise.
     """
-    from reconciler.engine import Engine
-    from reconciler.render import print_rollout_outcome
+    from reconciler.cli.render import print_rollout_outcome
+    from reconciler.engine.chain import Engine
 
     engine = Engine(make_settings(ctx.obj["kw"]), progress)
     rollout, outcomes = engine.resume_rollout(rollout_id)
@@ -448,7 +448,7 @@ def rollouts_resume(ctx: click.Context, /, rollout_id: str, as_json: bool) -> No
 @handle_errors
 def rollouts_cancel(ctx: click.Context, /, rollout_id: str) -> None:
     """Cancel a pending or halted rollout; its servers keep what they run now."""
-    from reconciler.engine import Engine
+    from reconciler.engine.chain import Engine
 
     rollout = Engine(make_settings(ctx.obj["kw"]), progress).cancel_rollout(rollout_id)
     out.print(f"rollout {rollout.id} of cluster {rollout.cluster}: {rollout.status}")

@@ -116,7 +116,7 @@ class Rollout:
 
 
 def store_url(settings: Settings) -> str:
-    from reconciler.scheduler import job_store_url
+    from reconciler.engine.scheduler import job_store_url
 
     return job_store_url(settings)
 

@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from typing import Protocol
 
+from reconciler.core.state import Desired, DesiredCluster, Module, StaticFile, StaticTree, TreeMode
 from reconciler.errors import ManifestInvalid, ModulesInvalid, Stalled
 from reconciler.manifest.loader import LoadedManifest, load_manifest
 from reconciler.manifest.model import Cluster
-from reconciler.state import Desired, DesiredCluster, Module, StaticFile, StaticTree, TreeMode
 
 
 class CommitReader(Protocol):

@@ -25,7 +25,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from reconciler.state import Desired, DesiredCluster, ObservedCluster, ObservedServer, StaticTree
+from reconciler.core.state import Desired, DesiredCluster, ObservedCluster, ObservedServer, StaticTree
 from reconciler.zato import sources as service_sources
 
 Reason = Literal["added", "changed"]

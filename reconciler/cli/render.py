@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from reconciler.plan import ClusterPlan
-from reconciler.report import ApplyReport, PlanReport
-from reconciler.store import Rollout
+from reconciler.apply.store import Rollout
+from reconciler.core.plan import ClusterPlan
+from reconciler.engine.results import ApplyReport, PlanReport
 
 
 def short(sha: str | None, n: int = 8) -> str:
