@@ -263,8 +263,8 @@ def status(as_json: bool, **kw: Any) -> None:
     Asks the daemon running on the state dir; when none runs, reads what the last one wrote to
     <state_dir>/status.json. Exit 0 when every cluster is Ready, 1 otherwise (or when nothing is known yet).
     """
+    from reconciler.daemon.client import call, running_daemon
     from reconciler.daemon.conditions import StatusStore
-    from reconciler.daemon.loop import call, running_daemon
 
     settings = make_settings(kw)
     info = running_daemon(settings.state_dir)
@@ -326,8 +326,8 @@ def print_status(data: dict[str, Any], *, running: bool, state_dir: Path) -> Non
 
 
 def _set_suspended(clusters: tuple[str, ...], suspended: bool, kw: dict[str, Any]) -> None:
+    from reconciler.daemon.client import call, edit_status, running_daemon
     from reconciler.daemon.conditions import StatusStore
-    from reconciler.daemon.loop import call, edit_status, running_daemon
 
     settings = make_settings(kw)
     info = running_daemon(settings.state_dir)
@@ -380,7 +380,7 @@ def reconcile(clusters: tuple[str, ...], **kw: Any) -> None:
     back, and a commit that stalled is tried again. Returns at once; follow it with `zato-gitops status`.
     Without a daemon, use `zato-gitops apply`.
     """
-    from reconciler.daemon.loop import call, running_daemon
+    from reconciler.daemon.client import call, running_daemon
     from reconciler.errors import Stalled
 
     settings = make_settings(kw)
