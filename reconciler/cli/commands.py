@@ -268,7 +268,7 @@ def status(as_json: bool, **kw: Any) -> None:
 
     settings = make_settings(kw)
     info = running_daemon(settings.state_dir)
-    data = call(info, "GET", "/api/status") if info else StatusStore(settings.state_dir).load().to_dict()
+    data = call(info, "GET", "/api/status") if info else StatusStore.for_settings(settings).load().to_dict()
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
@@ -343,7 +343,7 @@ def _set_suspended(clusters: tuple[str, ...], suspended: bool, kw: dict[str, Any
         for c in clusters:
             store.cluster(c).set_suspended(suspended, time.time())
 
-    edit_status(settings.state_dir, edit)
+    edit_status(settings, edit)
     out.print(f"{', '.join(clusters)}: {verb} (no daemon runs; recorded in {settings.state_dir}/status.json)")
 
 

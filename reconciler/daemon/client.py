@@ -21,6 +21,7 @@ from typing import Any
 from reconciler.daemon.conditions import StatusStore
 from reconciler.errors import Stalled, Transient
 from reconciler.locks import LockHeld, PidLock
+from reconciler.settings import Settings
 
 LOCK_FILE = "daemon.lock"
 INFO_FILE = "daemon.json"
@@ -96,10 +97,9 @@ def call(info: DaemonInfo, method: str, path: str, body: dict[str, Any] | None =
         raise Transient(f"cannot reach the daemon (pid {info.pid}) at {info.url}: {e}") from e
 
 
-def edit_status(state_dir: Path, edit: Callable[[StatusStore], None]) -> None:
-    """Change status.json when no daemon runs, holding the daemon lock meanwhile so none starts half-way."""
-    with DaemonLock(state_dir).held_for("edit"):
-        store = StatusStore(state_dir).load()
+def edit_status(settings: Settings, edit: Callable[[StatusStore], None]) -> None:
+    """Change the status when no daemon runs, holding the daemon lock meanwhile so none starts half-way."""
+    with DaemonLock(settings.state_dir).held_for("edit"):
+        store = StatusStore.for_settings(settings).load()
         edit(store)
         store.save()
-

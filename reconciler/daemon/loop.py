@@ -49,7 +49,9 @@ from reconciler.daemon.http import Server, parse_listen
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.notify import Notifier
 from reconciler.daemon.outcome import Ledger, classify, classify_error
-from reconciler.engine.scheduler import make_scheduler, register_runtime
+from reconciler.db.leader import Election, SingleNode
+from reconciler.db.schema import scope_name
+from reconciler.engine.scheduler import PERSISTENT, make_scheduler, persistent_store, register_runtime
 from reconciler.errors import ReconcilerError, Stalled
 from reconciler.settings import Settings
 
@@ -79,9 +81,16 @@ class Daemon:
         self.state_dir = Path(settings.state_dir).expanduser().absolute()
         self.clock = clock or Clock()
         self.stop = threading.Event()
+        #: what the engine checks between server steps: set on SIGTERM, and when this daemon stops leading
+        self.halt = threading.Event()
         self._engine_factory = engine_factory or self._make_engine
         self.engine: Any = None
-        self.status = StatusStore(self.state_dir)
+        self.status = StatusStore.for_settings(settings)
+        self.leader: SingleNode | Election = (
+            Election(settings.state_db_url(), scope_name(settings.repo or "", settings.branch),
+                     settings.failover_timeout)
+            if settings.shared_state() else SingleNode())
+        self.status.may_write = lambda: self.leader.is_leader
         self.metrics = Metrics()
         self.notifier = notifier or Notifier(settings.notify_urls, settings.notify_format,
                                              on_result=lambda ok: self.metrics.notifications.labels(
@@ -91,7 +100,7 @@ class Daemon:
         self.webhook_secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
         self.api_token = secrets.token_urlsafe(32)
         self.ledger = Ledger(self.status, self.metrics, self.notifier, self.clock)
-        self.drift = DriftCheck(self.ledger, self.stop, self.clock)
+        self.drift = DriftCheck(self.ledger, self.halt, self.clock)
         self.lock = DaemonLock(self.state_dir)
         self.scheduler: Any = None
         self.http: Server | None = None
@@ -104,6 +113,7 @@ class Daemon:
         self._busy_since: float | None = None
         self._last_poll_done: float | None = None
         self._source_error_logged = ""
+        self._persistent_added = False
 
     def _make_engine(self, stop: threading.Event) -> Any:
         from reconciler.engine.chain import Engine
@@ -122,7 +132,7 @@ class Daemon:
             self.status.load()
             for cs in self.status.clusters.values():
                 self.ledger.gauges(cs)
-            self.engine = self._engine_factory(self.stop)
+            self.engine = self._engine_factory(self.halt)
             register_runtime("daemon", self)
             register_runtime("engine", self.engine)
             self.http = Server(parse_listen(self.settings.listen), self)
@@ -133,10 +143,8 @@ class Daemon:
                 json.dump({"pid": os.getpid(), "url": self.http.url, "token": self.api_token,
                            "started": started}, f)
             self.status.daemon = {"pid": os.getpid(), "url": self.http.url, "started": started}
-            self.scheduler = make_scheduler(self.settings)
-            if hasattr(self.engine, "scheduler"):
-                # rollouts waiting for their window are persisted jobs on this scheduler, run in this process
-                self.engine.scheduler = self.scheduler
+            # the persistent store (rollouts waiting for their window) is added when this daemon leads (`_on_role`)
+            self.scheduler = make_scheduler(self.settings, persistent=False)
             s = self.settings
             self.scheduler.add_job(self.poll, IntervalTrigger(seconds=s.interval, jitter=s.interval * s.jitter),
                                    id="poll", name="poll the branch head", next_run_time=datetime.now(UTC))
@@ -146,21 +154,25 @@ class Daemon:
             if install_signals:
                 signal.signal(signal.SIGTERM, self._on_signal)
                 signal.signal(signal.SIGINT, self._on_signal)
-            self.scheduler.start()
+            self.scheduler.start(paused=True)  # resumed while this daemon leads
+            self.leader.start(self._on_role, self._on_request)
             log.info("zato-gitops daemon started (pid %d): watching %s of %s every %.0f s, drift check every "
-                     "%.0f s, listening on %s", os.getpid(), s.branch, self.engine.source.safe_url, s.interval,
-                     s.drift_interval, self.http.url, extra={"event": "started"})
+                     "%.0f s, listening on %s, state in %s", os.getpid(), s.branch, self.engine.source.safe_url,
+                     s.interval, s.drift_interval, self.http.url,
+                     "a shared database" if self.leader.shared else "this node's state dir", extra={"event": "started"})
             while not self.stop.wait(1.0):
                 pass
             log.info("stopping: finishing the current step (no server is left stopped)", extra={"event": "stopping"})
             self.scheduler.shutdown(wait=True)
             self.http.stop()
-            with self.status.lock:
-                for cs in self.status.clusters.values():
-                    cs.reconciling = False
-                    cs.refresh(self.clock())
-                self.status.daemon = {}
-                self.status.save()
+            if self.leader.is_leader:
+                with self.status.lock:
+                    for cs in self.status.clusters.values():
+                        cs.reconciling = False
+                        cs.refresh(self.clock())
+                    self.status.daemon = {}
+                    self.status.save()
+            self.leader.stop()  # last: a standby takes over only once this daemon's step is finished
             log.info("stopped", extra={"event": "stopped"})
             return 0
         finally:
@@ -172,12 +184,69 @@ class Daemon:
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self.stop.is_set():
             log.warning("still finishing the current step; SIGKILL aborts it (a server may then be left stopped)")
+        self.halt.set()
         self.stop.set()
+
+    # --- leading and standing by ---------------------------------------------------------------------------
+    def _on_role(self, leader: bool) -> None:
+        """Called by the election (its thread) when this daemon starts or stops leading."""
+        self.metrics.leader.set(1 if leader else 0)
+        if not leader:
+            # finish the server step under way, start nothing new; the new leader resumes from the store
+            self.halt.set()
+            if self.scheduler is not None:
+                self.scheduler.pause()
+            log.warning("no longer leading: reconciling nothing until this daemon leads again",
+                        extra={"event": "standby"})
+            return
+        if self.leader.shared:
+            self.status.load()  # what the last leader knew
+            for cs in self.status.clusters.values():
+                self.ledger.gauges(cs)
+        if self.scheduler is None:
+            return
+        if not self._persistent_added:
+            self.scheduler.add_jobstore(persistent_store(self.settings), PERSISTENT)
+            self._persistent_added = True
+        if hasattr(self.engine, "scheduler"):
+            # rollouts waiting for their window are persisted jobs on this scheduler, run in this process
+            self.engine.scheduler = self.scheduler
+        if not self.stop.is_set():
+            self.halt.clear()
+        self.scheduler.resume()
+        if self.leader.shared:
+            log.info("leading: %s", self.leader.reason, extra={"event": "leader"})
+            interrupted = self._interrupted_rollouts()
+            if interrupted:
+                self.request_reconcile(interrupted, "resuming the rollout the last leader left", force=True)
+
+    def _interrupted_rollouts(self) -> list[str]:
+        """Clusters with a rollout another daemon (or this one, before) left running."""
+        try:
+            return sorted({r.cluster for r in self.engine.store.all(("running",))})
+        except Exception as e:  # the poll resumes it anyway; this only makes it sooner
+            log.warning("cannot read the rollout store: %s", e)
+            return []
+
+    def _on_request(self, request: dict[str, Any]) -> None:
+        """A request a standby forwarded (NOTIFY): handled as if it had come here."""
+        why = str(request.get("why", "a request")) + " (forwarded by a standby)"
+        clusters = request.get("clusters")
+        names = [str(c) for c in clusters] if isinstance(clusters, list) else None
+        if request.get("action") == "suspend" and names:
+            for c in names:
+                with contextlib.suppress(KeyError):
+                    self.set_suspended(c, bool(request.get("suspended")))
+        elif request.get("action") == "reconcile":
+            self.request_reconcile(names, why, force=bool(request.get("force")))
 
     # --- what the HTTP endpoint calls --------------------------------------------------------------------------
     def status_dict(self) -> dict[str, Any]:
+        if self.leader.shared and not self.leader.is_leader:
+            self.status.load()  # a standby shows what the leader wrote
         data = self.status.to_dict()
         data["daemon"] = dict(self.status.daemon) | {
+            "role": self.leader.role, "role_reason": self.leader.reason,
             "busy_since": iso(self._busy_since), "last_poll_done": iso(self._last_poll_done),
             "scheduler_running": bool(self.scheduler and self.scheduler.running),
             "stopping": self.stop.is_set(),
@@ -185,8 +254,18 @@ class Daemon:
         return data
 
     def readiness(self) -> tuple[bool, str]:
+        ok, why = self._readiness()
+        return ok, f"{self.leader.role}: {why}"
+
+    def _readiness(self) -> tuple[bool, str]:
         if not (self.scheduler and self.scheduler.running) or self.stop.is_set():
             return False, "the scheduler is not running"
+        if self.leader.role == "unavailable":
+            return False, self.leader.reason
+        if self.status.db_error:
+            return False, f"cannot write the status to the state database: {self.status.db_error}"
+        if not self.leader.is_leader:
+            return True, self.leader.reason
         if self._busy_since is not None:
             return True, f"reconciling since {iso(self._busy_since)}"
         if self._last_poll_done is None:
@@ -208,6 +287,12 @@ class Daemon:
         otherwise (a webhook) it is just an early poll."""
         log.info("reconcile requested: %s%s", why, f" ({', '.join(clusters)})" if clusters else "",
                  extra={"event": "requested"})
+        if not self.leader.is_leader:
+            failed = self.leader.forward({"action": "reconcile", "clusters": clusters, "why": why, "force": force})
+            if failed:
+                log.warning("cannot forward the request to the leader (%s); its next poll sees a push anyway",
+                            failed)
+            return
         with self._req:
             if force and clusters is None:
                 self._force_all = True
@@ -226,6 +311,13 @@ class Daemon:
         self.poll()
 
     def set_suspended(self, cluster: str, suspended: bool) -> None:
+        if not self.leader.is_leader:
+            if cluster not in self.status.clusters:
+                raise KeyError(cluster)
+            failed = self.leader.forward({"action": "suspend", "clusters": [cluster], "suspended": suspended})
+            if failed:
+                raise KeyError(f"{cluster} (the leader cannot be reached: {failed})")
+            return
         with self.status.lock:
             if cluster not in self.status.clusters:
                 raise KeyError(cluster)
@@ -241,7 +333,7 @@ class Daemon:
 
     # --- the poll --------------------------------------------------------------------------------------------
     def poll(self) -> None:
-        if self.stop.is_set():
+        if self.halt.is_set() or not self.leader.is_leader:
             return
         with self._work:
             with self._req:
@@ -313,7 +405,7 @@ class Daemon:
         for c in desired.manifest.clusters:
             self.metrics.servers.labels(c.name).set(len(c.servers))
         for name in names:
-            if self.stop.is_set():
+            if self.halt.is_set():
                 log.info("stopping: %s and the clusters after it wait for the next start", name)
                 return
             cs = self.status.cluster(name)
@@ -395,7 +487,7 @@ class Daemon:
 
     # --- drift (drift.py does the work) ----------------------------------------------------------------------
     def drift_check(self) -> None:
-        if self.stop.is_set():
+        if self.halt.is_set() or not self.leader.is_leader:
             return
         with self._work:
             self._busy_since = self.clock()
@@ -409,7 +501,7 @@ class Daemon:
 
     # --- helpers ---------------------------------------------------------------------------------------------
     def _schedule_retry(self) -> None:
-        if self.scheduler is None or self.stop.is_set():
+        if self.scheduler is None or self.halt.is_set():
             return
         with self.status.lock:
             times = [t for cs in self.status.clusters.values() if (t := cs.retry_at()) is not None]
