@@ -344,7 +344,8 @@ def _set_suspended(clusters: tuple[str, ...], suspended: bool, kw: dict[str, Any
             store.cluster(c).set_suspended(suspended, time.time())
 
     edit_status(settings, edit)
-    out.print(f"{', '.join(clusters)}: {verb} (no daemon runs; recorded in {settings.state_dir}/status.json)")
+    where = "the state database" if settings.shared_state() else f"{settings.state_dir}/status.json"
+    out.print(f"{', '.join(clusters)}: {verb} (no daemon runs; recorded in {where})")
 
 
 @main.command()

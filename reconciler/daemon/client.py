@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from reconciler.daemon.conditions import StatusStore
+from reconciler.db.leader import LeaderElsewhere, no_leader
+from reconciler.db.schema import scope_name
 from reconciler.errors import Stalled, Transient
 from reconciler.locks import LockHeld, PidLock
 from reconciler.settings import Settings
@@ -98,8 +102,27 @@ def call(info: DaemonInfo, method: str, path: str, body: dict[str, Any] | None =
 
 
 def edit_status(settings: Settings, edit: Callable[[StatusStore], None]) -> None:
-    """Change the status when no daemon runs, holding the daemon lock meanwhile so none starts half-way."""
-    with DaemonLock(settings.state_dir).held_for("edit"):
+    """Change the status when no daemon runs, holding the daemon lock meanwhile so none starts half-way; with a
+    shared `state_db`, also the leader lock, so no daemon on another node leads meanwhile (and none does now)."""
+    with DaemonLock(settings.state_dir).held_for("edit"), _no_leader(settings):
         store = StatusStore.for_settings(settings).load()
         edit(store)
         store.save()
+        if store.db_error:
+            raise Transient(f"cannot write the status to the state database: {store.db_error}")
+
+
+@contextlib.contextmanager
+def _no_leader(settings: Settings) -> Iterator[None]:
+    if not settings.shared_state():
+        yield
+        return
+    try:
+        with no_leader(settings.state_db_url(), scope_name(settings.repo or "", settings.branch)):
+            yield
+    except LeaderElsewhere as e:
+        raise Stalled(f"a zato-gitops daemon on another node leads {e.args[0]}",
+                      hint="run the command on the node where a daemon runs (a standby forwards it to the leader)"
+                      ) from e
+    except psycopg.Error as e:
+        raise Transient(f"cannot reach the state database: {str(e).strip().splitlines()[0] if str(e) else e}") from e

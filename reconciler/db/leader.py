@@ -27,7 +27,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import psycopg
@@ -64,10 +64,35 @@ class SingleNode:
         pass
 
 
+def leader_key(scope: str) -> int:
+    return advisory_key("zato-gitops:leader:" + scope)
+
+
 def conninfo(url: str) -> str:
     """libpq's connection string for a SQLAlchemy `postgresql+psycopg://` URL."""
     u = make_url(url)
     return u.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class LeaderElsewhere(Exception):
+    """`no_leader` found the leader lock held: a daemon leads this scope somewhere."""
+
+
+@contextlib.contextmanager
+def no_leader(url: str, scope: str) -> Iterator[None]:
+    """Hold the scope's leader lock for a moment (no daemon can lead meanwhile), or raise `LeaderElsewhere`.
+
+    For a command that edits the shared status while no daemon runs on its own node: without this, a leader on
+    another node would write its own copy over the edit at its next save."""
+    with psycopg.connect(conninfo(url), autocommit=True, connect_timeout=10) as conn:
+        key = leader_key(scope)
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
+        if not (row and row[0]):
+            raise LeaderElsewhere(scope)
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", [key])
 
 
 class Election:
@@ -78,7 +103,7 @@ class Election:
     def __init__(self, url: str, scope: str, timeout: float) -> None:
         self.url = url
         self.scope = scope
-        self.key = advisory_key("zato-gitops:leader:" + scope)
+        self.key = leader_key(scope)
         self.channel = "zato_gitops_" + scope_key(scope)[:24]
         self.tick = max(0.2, timeout / 3)
         self.timeout = timeout

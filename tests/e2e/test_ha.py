@@ -85,6 +85,9 @@ def test_two_daemons_on_an_empty_database_migrate_once_and_exactly_one_reconcile
     leader.wait_applied(c2, timeout=25)
     assert "forwarded by a standby" in leader.log()
     assert reconciles(standby) == 0 and "reconciling revision" not in standby.log()
+    # a third node with no daemon may not edit the shared status behind the leader's back
+    r = world.cli("suspend", "prod", "--config", str(leader.config))
+    assert r.returncode != 0 and "on another node leads" in r.stderr, r.stdout + r.stderr
     deploys = [r for r in history(world) if r.get("action") == "hot-deploy" and r.get("commit") in (c1, c2)]
     assert sorted((r["commit"], r["server"]) for r in deploys) == sorted(
         (c, s.name) for c in (c1, c2) for s in world.servers), deploys  # each server once per commit: one reconciler
