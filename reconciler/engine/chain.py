@@ -29,6 +29,7 @@ from reconciler.apply.store import OPEN, Rollout, RolloutStore
 from reconciler.core.desired import build_desired
 from reconciler.core.plan import ClusterPlan, Plan, plan
 from reconciler.core.state import Desired, ObservedServer
+from reconciler.engine.facts import FactFile
 from reconciler.engine.results import ApplyReport, PlanReport
 from reconciler.engine.scheduler import PERSISTENT, cron_trigger, make_scheduler, runtime
 from reconciler.errors import Busy, Stalled
@@ -83,6 +84,8 @@ class Engine:
             settings.repo, settings.branch, settings.state_dir, ssh_command=settings.git_ssh_command()
         )
         self.audit = Audit(self.source)
+        #: sha256 and compile verdicts by blob id, so an unchanged module is never compiled twice
+        self.facts = FactFile(Path(settings.state_dir) / "facts.json")
         self._store: RolloutStore | None = None
         #: `apply --timeout`: an operator's word wins over the manifest's confirm_timeout
         self.confirm_timeout_override: float | None = None
@@ -112,7 +115,10 @@ class Engine:
         return commit
 
     def desired(self, commit: str) -> Desired:
-        return build_desired(self.source, commit, self.settings.manifest)
+        try:
+            return build_desired(self.source, commit, self.settings.manifest, self.facts)
+        finally:
+            self.facts.save()
 
     def observe(self, desired: Desired, conns: Connections, only: list[str] | None = None) -> PlanReport:
         clusters = [c for c in desired.clusters if only is None or c.name in only]
