@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from reconciler.apply.logtail import read_log
 from reconciler.core.state import LogMark
 from reconciler.errors import ReconcilerError
-from reconciler.transport import Transport, script_argv
+from reconciler.transport import RunResult, Transport, script_argv
+from reconciler.zato.logscan import clean_line
 from reconciler.zato.profiles import COULD_NOT_IMPORT, COULD_NOT_LOAD, STARTED
 
 WAIT_GONE_SCRIPT = r"""
@@ -124,7 +125,7 @@ class ServerControl:
         if r.exit_code == 16 and self.running_pid() is None:
             self.clear_stale_pidfile()
         elif r.exit_code not in (0, 2):
-            raise ReconcilerError(f"`zato stop` exited {r.exit_code}: {(r.text() + r.err_text()).strip()}")
+            raise ReconcilerError(f"`zato stop` exited {r.exit_code}: {_said(r)}")
         self.wait_gone(pid, timeout)
 
     def clear_stale_pidfile(self) -> None:
@@ -140,7 +141,7 @@ class ServerControl:
     def start(self, timeout: float) -> None:
         r = self.t.run([self.zato, "start", self.dir], timeout=timeout)
         if not r.ok:
-            raise ReconcilerError(f"`zato start` exited {r.exit_code}: {(r.text() + r.err_text()).strip()}")
+            raise ReconcilerError(f"`zato start` exited {r.exit_code}: {_said(r)}")
 
     def wait_ready(self, mark: LogMark, timeout: float) -> Readiness:
         """Until the log shows Started past `mark` and /zato/ping answers (`zato wait`), or the timeout. A server
@@ -178,6 +179,11 @@ class ServerControl:
         answer = r.text().strip()
         if not r.ok or answer:
             raise ReconcilerError(f"HAProxy refused `{cmd}` on {socket}: {answer or r.err_text()}")
+
+
+def _said(r: RunResult) -> str:
+    """What a `zato` command printed, clean of escape sequences (it may quote the server's coloured stderr)."""
+    return "\n".join(clean_line(line) for line in (r.text() + r.err_text()).strip().splitlines())
 
 
 def source_failures(lines: Sequence[str], managed: Sequence[str]) -> list[str]:

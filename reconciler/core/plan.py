@@ -222,10 +222,9 @@ def _server_notes(desired: DesiredCluster, servers: list[ObservedServer]) -> tup
             gone = sorted(m for m in everywhere - set(s.deployed) if m not in desired.modules)
             if gone:
                 notes.append(
-                    f"{s.name}: {', '.join(gone)} missing from its {s.paths.deployed_dir} but deployed on other "
-                    "servers; the cluster's ODB deploys "
-                    f"{'it' if len(gone) == 1 else 'them'} again at its next start (deleting from current/ "
-                    "undeploys nothing)"
+                    f"{s.name}: {', '.join(gone)} deployed on other servers but missing from its "
+                    f"{s.paths.deployed_dir}; if hot-deployed, the cluster's ODB deploys it there again at its next "
+                    "start (deleting a module from current/ undeploys nothing)"
                 )
     return tuple(notes)
 

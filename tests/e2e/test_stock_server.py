@@ -130,3 +130,32 @@ def test_a_stock_quickstart_cluster_takes_every_kind_of_change_with_no_preparati
     assert code == 0 and any(h["outcome"] == "failed" for h in history)
     no_escape("history --json", json.dumps(history))
     assert first in git(world.origin, "log", "--format=%H")
+
+
+def test_a_start_that_dies_after_ok_is_never_reported_ready_and_its_stale_pidfile_is_cleared(
+    world_factory: Callable[..., World],
+) -> None:
+    """`zato start` prints OK, then the server dies while importing and leaves its pidfile: the rollout fails that
+    server as soon as the process is gone (not after ready_timeout), quotes its last log lines, puts the previous
+    files back, clears the stale pidfile the way `zato start` does (`zato stop` would exit 16) and restarts it."""
+    world = world_factory(n=2)
+    world.commit({"zato-gitops.yaml": world.manifest(), "services/crm.py": CRM}, "first")
+    assert world.cli("apply").returncode == 0
+    s2 = world.servers[1]
+    world.set_faults(s2, die_at_start_times=1)
+    before = sources_bytes(world, 1)
+    # a ready_timeout far beyond the CLI's own timeout: only noticing the death can end this apply in time
+    world.commit({"zato-gitops.yaml": world.manifest(service_sources=STATIC, rollout={"ready_timeout": 3600}),
+                  "static/billing/invoice.py": INVOICE}, "static billing")
+    r = world.cli("apply", timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    no_escape("apply output", r.stdout + r.stderr)
+    out = r.stdout + r.stderr
+    assert "the server died while starting" in out
+    assert "Could not start the server, e:`Traceback" in out
+    assert "halted" in out and "server2" in out
+    assert world.events("stopped").get("server2", 0) >= 1
+    assert s2.pid() is not None and s2.ping() is not None  # running again, on its previous files
+    assert sources_bytes(world, 1) == before
+    assert "billing.create-invoice" not in s2.services()
+    assert "billing.create-invoice" in world.servers[0].services()  # server1 went first and is done
