@@ -237,6 +237,7 @@ class Engine:
 
     def _run_rollout(self, rid: str, conns: Connections, result: ApplyReport | None = None) -> list[dict[str, Any]]:
         rollout = self.store.get(rid)
+        records = self._unrecorded_restarts(rollout)
         desired = self.desired(rollout.commit)
         dc = desired.cluster(rollout.cluster)
         spec = dc.spec
@@ -253,7 +254,6 @@ class Engine:
         final = self.store.get(rid)
         if result is not None:
             result.rollouts[rollout.cluster] = (final, outcomes)
-        records = []
         for o in outcomes:
             if o.outcome in ("interrupted",):
                 continue
@@ -266,6 +266,20 @@ class Engine:
                 rec["detail"] = (o.error + "\n" + "\n".join(o.lines[-10:]))[-2000:]
             records.append(rec)
         return records
+
+    def _unrecorded_restarts(self, rollout: Rollout) -> list[dict[str, Any]]:
+        """Restarts an earlier run finished but never recorded (it was SIGKILLed, or its host died and a standby
+        took over): recorded now, from the store, so the history has no gap."""
+        done = [s for s in rollout.servers if s.step == "done" and s.ready]
+        if not done:
+            return []
+        recorded = {str(r.get("server")) for r in self.audit.records_for(rollout.commit)
+                    if r.get("action") == "restart" and r.get("rollout") == rollout.id}
+        return [self._record_base(rollout.id, rollout.commit) | {
+            "cluster": rollout.cluster, "server": s.server, "action": "restart", "rollout": rollout.id,
+            "outcome": "ready", "started": s.started, "ready": s.ready,
+            "detail": "restarted by an earlier run that ended before recording it"}
+            for s in done if s.server not in recorded]
 
     def resume_rollout(self, rid: str) -> tuple[Rollout, list[RestartOutcome]]:
         """Run a pending, halted or interrupted rollout now (the window of a pending one is skipped)."""
