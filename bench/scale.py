@@ -573,6 +573,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
     parser.add_argument("--raw", type=Path, default=BENCH / "scale-results.json")
     parser.add_argument("--png", type=Path, default=BENCH / "scale.png")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the samples of --raw for cells this run does not measure (finish a broken run)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error("run as root: the SSH bed creates a dedicated test user (see tests/e2e/sshbed.py)")
@@ -586,6 +588,14 @@ def main() -> int:
         profile_dir.mkdir(exist_ok=True)
     results: dict[tuple[str, int, int, str], Sample] = {}
     info = base.machine()
+    if args.keep and args.raw.exists():
+        kept = json.loads(args.raw.read_text())
+        for raw in kept["samples"]:
+            if (raw["servers"], raw["modules"]) not in cells:
+                sample = Sample(**raw)
+                results[(sample.tool, sample.servers, sample.modules, sample.scenario)] = sample
+        cells = sorted({*cells, *(tuple(c) for c in kept["cells"])})  # type: ignore[misc]
+        info["date"] = f"{kept['machine']['date']} to {info['date']}"
     notes = [f"first deploy timed where servers x modules <= {args.first_cap:,}; larger cells were seeded untimed "
              "(the modules written into every server's deployed dir) and measured for the no-op and one change",
              f"ansible and pyinfra ran on {', '.join(sorted(f'{a}x{b}' for a, b in peer_cells))} only, and "
@@ -616,6 +626,9 @@ def main() -> int:
                         cell.one(args.one_rounds)
                         if (n, m) in peer_cells:
                             run_peers(cell, peers, first_cell=(n, m) == min(peer_cells))
+                    except RuntimeError as e:  # one tool failing must not lose the cells measured so far
+                        log(f"cell {n} x {m} stopped: {str(e)[:2000]}")
+                        notes.append(f"cell {n} x {m} stopped early: {str(e).splitlines()[0][:200]}")
                     finally:
                         repo.close()
                         shutil.rmtree(scratch, ignore_errors=True)
