@@ -150,7 +150,7 @@ class RolloutRunner:
                 self.store.update_server(rid, server, step="stopping", started=now())
             self._drain(ctl, server, "drain")
             if step == "stopping":
-                self.say(server, "stopping")
+                self.say(server, "stopping (`zato stop`, then waiting for the process to end and the port to be free)")
                 ctl.stop(timeout)
                 step = "starting"
                 self.store.update_server(rid, server, step="starting")
@@ -162,7 +162,8 @@ class RolloutRunner:
                 self.store.update_server(rid, server, step="waiting")
             if step in ("waiting", "verifying"):
                 mark = self._mark(rid, server, obs)
-                self.say(server, "waiting for /zato/ping and the Started line")
+                self.say(server, f"waiting for /zato/ping and the Started line (a Zato start takes 9-16 s; giving "
+                                 f"up after {timeout:.0f} s)")
                 ready = ctl.wait_ready(mark, timeout)
                 out.lines = ready.lines
                 if not ready.ok:
