@@ -21,6 +21,11 @@ reconcile` add a one-off job "now". SIGTERM sets the engine's `stop` event, whic
 steps (a rolling restart finishes the server it is on; no new cluster is started), waits for the running job,
 writes the status and exits 0. One daemon per state dir: `<state_dir>/daemon.lock` (an flock, released by the
 kernel if the process dies), beside the engine's per-apply `<state_dir>/lock`.
+
+With a shared `state_db` (PostgreSQL), two daemons on two nodes elect a leader (`db/leader.py`): the scheduler
+runs, and the poll, the drift check and the window jobs act, only while this daemon leads (`_on_role`); a standby
+serves the HTTP endpoint, forwards webhooks and requests to the leader and shows the status the leader wrote.
+Losing the lead sets `halt`, which the engine checks between server steps, exactly as SIGTERM does.
 """
 
 from __future__ import annotations
