@@ -291,7 +291,9 @@ def print_status(data: dict[str, Any], *, running: bool, state_dir: Path) -> Non
     d = data.get("daemon") or {}
     src = data.get("source") or {}
     if running:
-        out.print(f"daemon pid {d.get('pid')} at {d.get('url')}, started {d.get('started')}")
+        two_nodes = d.get("role") and not str(d.get("role_reason", "")).startswith("single node")
+        role = f"; {d['role']}: {d.get('role_reason', '')}" if two_nodes else ""
+        out.print(f"daemon pid {d.get('pid')} at {d.get('url')}, started {d.get('started')}{role}")
     else:
         out.print(f"no daemon runs on {state_dir}; as last recorded:")
     out.print(f"branch head {(src.get('revision') or '-')[:12]}, last poll {src.get('last_poll_at_iso') or '-'}")

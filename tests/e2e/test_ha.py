@@ -87,6 +87,8 @@ def test_two_daemons_on_an_empty_database_migrate_once_and_exactly_one_reconcile
     leader.wait_applied(c2, timeout=25)
     assert "forwarded by a standby" in leader.log()
     assert reconciles(standby) == 0 and "reconciling revision" not in standby.log()
+    r = world.cli("status", "--state-dir", str(standby.state_dir), "--config", str(standby.config))
+    assert "standby: another daemon leads" in r.stdout, r.stdout + r.stderr
     # a third node with no daemon may not edit the shared status behind the leader's back
     r = world.cli("suspend", "prod", "--config", str(leader.config))
     assert r.returncode != 0 and "on another node leads" in r.stderr, r.stdout + r.stderr
