@@ -205,9 +205,7 @@ class Daemon:
                         extra={"event": "standby"})
             return
         if self.leader.shared:
-            self.status.load()  # what the last leader knew
-            for cs in self.status.clusters.values():
-                self.ledger.gauges(cs)
+            self._load_shared()  # what the last leader knew
         if self.scheduler is None:
             return
         if not self._persistent_added:
@@ -246,9 +244,18 @@ class Daemon:
             self.request_reconcile(names, why, force=bool(request.get("force")))
 
     # --- what the HTTP endpoint calls --------------------------------------------------------------------------
-    def status_dict(self) -> dict[str, Any]:
+    def _follow(self) -> None:
+        """A standby shows what the leader wrote (status and cluster gauges), not what it knew when it started."""
         if self.leader.shared and not self.leader.is_leader:
-            self.status.load()  # a standby shows what the leader wrote
+            self._load_shared()
+
+    def _load_shared(self) -> None:
+        self.status.load()
+        for cs in self.status.clusters.values():
+            self.ledger.gauges(cs)
+
+    def status_dict(self) -> dict[str, Any]:
+        self._follow()
         data = self.status.to_dict()
         data["daemon"] = dict(self.status.daemon) | {
             "role": self.leader.role, "role_reason": self.leader.reason,
@@ -282,6 +289,7 @@ class Daemon:
         return True, f"last poll {age:.0f} s ago"
 
     def metrics_text(self) -> tuple[bytes, str]:
+        self._follow()
         return self.metrics.render(), self.metrics.content_type
 
     def count_webhook(self, provider: str, result: str) -> None:
