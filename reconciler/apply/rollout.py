@@ -30,7 +30,7 @@ from threading import Event
 
 from reconciler.apply import files
 from reconciler.apply.restart import ServerControl, source_failures
-from reconciler.apply.store import DOWN, Rollout, RolloutStore, now
+from reconciler.apply.store import DOWN, OPEN, Rollout, RolloutStore, now
 from reconciler.core.plan import FileChange, Restart
 from reconciler.core.state import DesiredCluster, LogMark
 from reconciler.errors import Interrupted, ReconcilerError, Unreachable
@@ -104,6 +104,7 @@ class RolloutRunner:
 
     def run(self, rollout: Rollout) -> list[RestartOutcome]:
         """Carry out (or resume) a rollout; returns one outcome per server that did something this time."""
+        self._refuse_while_another_left_a_server_down(rollout)
         self.store.set_status(rollout.id, "running", "")
         if rollout.status == "halted":  # resuming after a person fixed things: retry the failed server
             for s in rollout.servers:
@@ -141,6 +142,15 @@ class RolloutRunner:
                 return outcomes
         self.store.set_status(rollout.id, "finished", "")
         return outcomes
+
+    def _refuse_while_another_left_a_server_down(self, rollout: Rollout) -> None:
+        for other in self.store.all((*OPEN, "superseded"), cluster=rollout.cluster):
+            down = [s.server for s in other.servers if s.step in DOWN]
+            if other.id != rollout.id and down:
+                raise ReconcilerError(
+                    f"rollout {other.id} of cluster {rollout.cluster} stopped {', '.join(down)} and has not seen it "
+                    f"ready again; no other server is stopped before it is back",
+                    hint=f"bring it back first: zato-gitops rollouts resume {other.id}")
 
     def _batches(self, rid: str, todo: list[str]) -> list[list[str]]:
         """At most `max_unavailable` servers per batch, and never a server with the writer of its host's shared

@@ -30,7 +30,7 @@ from reconciler.core.state import (
     StaticFile,
     StaticTree,
 )
-from reconciler.errors import Interrupted
+from reconciler.errors import Interrupted, ReconcilerError
 from reconciler.manifest.model import Cluster
 from tests.unit.fakes import FakeServer, FakeTransport, sha
 
@@ -236,6 +236,26 @@ def test_a_server_lost_for_longer_than_ready_timeout_is_brought_back_first_by_th
     assert bed.journal[mark:] == [("started", "server2"), ("stopped", "server3"), ("started", "server3")]
     assert bed.store.get(rid).status == "finished"
     assert bed.max_down() == 1
+
+
+def test_no_other_rollout_of_the_cluster_runs_while_one_left_a_server_down(tmp_path: Path) -> None:
+    bed = Bed(tmp_path, 3, sources=BILLING)
+    first = bed.rollout()
+    drop_after_stop("server1", bed)
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    bed.runner(sleep=sleep, clock=lambda: now[0]).run(bed.store.get(first))
+    assert bed.store.get(first).server("server1").step in DOWN
+    bed.servers[0].reachable = True
+    second = bed.rollout()
+    with pytest.raises(ReconcilerError) as e:
+        bed.runner().run(bed.store.get(second))
+    assert f"rollouts resume {first}" in e.value.hint
+    assert bed.starts() == {"server1": 0, "server2": 0, "server3": 0}
+    assert bed.servers[1].running and bed.servers[2].running
 
 
 def test_a_lost_lease_stops_the_rollout_before_the_next_server(tmp_path: Path) -> None:
