@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from reconciler.errors import Busy, Interrupted, ReconcilerError, Unreachable
+from reconciler.errors import Busy, Interrupted, ReconcilerError, Stalled, Unreachable
 from reconciler.transport import Transport, script_argv
 
 LEASE_FILE = "zato-gitops.lease"
@@ -172,8 +172,9 @@ class Lease:
         lines = r.text().splitlines()
         head = lines[0].split(" ", 1) if lines else [""]
         if head[0] == "@@error" or not r.ok:
-            raise ReconcilerError(f"{site.server}: cannot keep the cluster lease in {path}: "
-                                  f"{(head[1] if len(head) > 1 else r.err_text())[:200]}")
+            raise Stalled(f"{site.server}: cannot keep the cluster lease in {path}: "
+                          f"{(head[1] if len(head) > 1 else r.err_text())[:200]}",
+                          hint="the server's user must be able to write in its server dir, with flock(1) installed")
         return head[0].removeprefix("@@"), Holder.parse(lines[1]) if len(lines) > 1 else None
 
     # --- taking, renewing, releasing -------------------------------------------------------------------------

@@ -70,6 +70,7 @@ class Bed:
         srcs = (tree("source", "static/billing", "static/billing", "flat", sources),) if sources else ()
         exts = (tree("extra", "libs/acme", f"{EXTLIB}/acme", "tree", extras),) if extras else ()
         self.desired = DesiredCluster(self.spec, {}, srcs, exts, ("./static/billing",) if sources else ())
+        tmp.mkdir(parents=True, exist_ok=True)
         self.store = RolloutStore(f"sqlite:///{tmp / 'store.sqlite'}")
 
     def observe(self) -> ObservedCluster:
@@ -146,20 +147,22 @@ def test_a_file_changed_since_the_plan_stops_the_rollout_before_that_server_is_t
     assert bed.store.get(rid).status == "halted"
 
 
-def _calls_of_a_clean_run(tmp_path: Path) -> int:
-    bed = Bed(tmp_path / "clean", 3, sources=BILLING)
-    bed.runner().run(bed.store.get(bed.rollout()))
-    return sum(len(t.calls) for t in bed.transports.values())
+LAYOUTS: dict[str, dict[str, Any]] = {
+    "own-hosts": {"hosts": [0, 1, 2], "sources": BILLING},
+    "shared-extras": {"hosts": [0, 0, 1], "sources": BILLING, "extras": ACME},
+}
 
 
-def test_resume_after_a_kill_at_every_call_converges_once_never_two_down(tmp_path: Path) -> None:
-    (tmp_path / "clean").mkdir()
-    total = _calls_of_a_clean_run(tmp_path)
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_resume_after_a_kill_at_every_call_converges_once_never_two_down(tmp_path: Path, layout: str) -> None:
+    """SIGKILL after each call a clean run makes (so from every persisted step), then resume: every server
+    started exactly once, runs the planned files (the shared extra_paths too), never two down."""
+    clean = Bed(tmp_path / "clean", 3, **LAYOUTS[layout])
+    clean.runner().run(clean.store.get(clean.rollout()))
+    total = sum(len(t.calls) for t in clean.transports.values())
     assert total > 20
     for k in range(1, total + 1):
-        d = tmp_path / f"k{k}"
-        d.mkdir()
-        bed = Bed(d, 3, sources=BILLING)
+        bed = Bed(tmp_path / f"k{k}", 3, **LAYOUTS[layout])
         rid = bed.rollout()
         count = [0]
 
@@ -181,8 +184,10 @@ def test_resume_after_a_kill_at_every_call_converges_once_never_two_down(tmp_pat
         assert bed.starts() == {"server1": 1, "server2": 1, "server3": 1}, (k, steps)
         assert bed.max_down() == 1, (k, steps)
         for srv in bed.servers:
-            assert srv.running and srv.loaded[f"{srv.server_dir}/static/billing/invoice.py"] == sha(
-                BILLING["invoice.py"]), (k, steps)
+            assert srv.running, (k, steps)
+            assert srv.loaded[f"{srv.server_dir}/static/billing/invoice.py"] == sha(BILLING["invoice.py"]), (k, steps)
+            if "extras" in LAYOUTS[layout]:
+                assert srv.loaded[f"{EXTLIB}/acme/__init__.py"] == sha(ACME["__init__.py"]), (k, steps)
 
 
 def drop_after_stop(server: str, bed: Bed) -> None:
