@@ -158,9 +158,13 @@ class Engine:
                 report = self.observe(desired, conns, names)
                 result.report = report
                 for cluster_plan in report.plan.clusters:
-                    if not cluster_plan.empty and cluster_plan.cluster in held:
-                        records += self._apply_cluster(run_id, desired, report, cluster_plan, conns, result,
-                                                       held[cluster_plan.cluster])
+                    if cluster_plan.empty:
+                        continue
+                    if cluster_plan.cluster not in held:  # came back between the lease and the observe
+                        result.refused[cluster_plan.cluster] = ["no server answered when its lease was taken"]
+                        continue
+                    records += self._apply_cluster(run_id, desired, report, cluster_plan, conns, result,
+                                                   held[cluster_plan.cluster])
                 for c, s, err in report.unreachable:
                     records.append(self._record_base(run_id, commit) | {
                         "cluster": c, "server": s, "action": "observe", "outcome": "failed", "detail": err.message})
