@@ -9,6 +9,7 @@ next run, which brings it back before any other server is stopped.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -322,6 +323,25 @@ def test_an_expired_lease_or_a_dead_owner_on_this_host_is_taken_over(tmp_path: P
         old.check()
     dead = lease(bed, "me@here", 43, state="/state/b", alive=lambda pid: pid != 42)
     dead.acquire()  # the holder (pid 42 on this host) is gone: no wait for the expiry
+
+
+def test_a_held_lease_is_renewed_in_the_background_and_released_at_the_end(tmp_path: Path) -> None:
+    bed = Bed(tmp_path, 1)
+    srv = bed.servers[0]
+    path = f"{srv.server_dir}/zato-gitops.lease"
+    mine = Lease("prod", [LeaseSite("server1", srv.server_dir, bed.transports["server1"])], owner="me@here",
+                 state_dir="/s", ttl=3)  # renewed every second
+    with mine.held():
+        first = int(srv.files[path].split(b"\t")[1])
+        srv.clock[0] += 100  # the server's clock moves on; only a renewal moves the expiry with it
+        deadline = time.monotonic() + 10
+        while int(srv.files[path].split(b"\t")[1]) == first:
+            assert time.monotonic() < deadline, "the lease was not renewed"
+            time.sleep(0.05)
+        assert int(srv.files[path].split(b"\t")[1]) == srv.clock[0] + 3
+        mine.check()
+    assert path not in srv.files
+    assert bed.transports["server1"].calls[-1] == "lease"
 
 
 def test_a_bounded_wait_takes_the_lease_once_the_holder_is_done(tmp_path: Path) -> None:
