@@ -101,6 +101,15 @@ class Bed:
         kw.setdefault("sleep", lambda _s: None)
         return RolloutRunner(self.store, self.desired, self.transports, poll=0.0, **kw)
 
+    def timeless_runner(self) -> RolloutRunner:
+        """A runner whose backoff sleeps only move its own clock: ready_timeout passes at once."""
+        now = [0.0]
+
+        def sleep(s: float) -> None:
+            now[0] += s
+
+        return self.runner(sleep=sleep, clock=lambda: now[0])
+
     def max_down(self) -> int:
         down: set[str] = set()
         worst = 0
@@ -222,12 +231,7 @@ def test_a_server_lost_for_longer_than_ready_timeout_is_brought_back_first_by_th
     bed = Bed(tmp_path, 3, sources=BILLING)
     rid = bed.rollout()
     drop_after_stop("server2", bed)
-    now = [0.0]
-
-    def sleep(s: float) -> None:
-        now[0] += s
-
-    outcomes = bed.runner(sleep=sleep, clock=lambda: now[0]).run(bed.store.get(rid))
+    outcomes = bed.timeless_runner().run(bed.store.get(rid))
     assert [(o.server, o.outcome) for o in outcomes] == [("server1", "ready"), ("server2", "unreachable")]
     r = bed.store.get(rid)
     assert r.status == "running" and "server2 cannot be reached" in r.message
@@ -248,12 +252,7 @@ def test_no_other_rollout_of_the_cluster_runs_while_one_left_a_server_down(tmp_p
     bed = Bed(tmp_path, 3, sources=BILLING)
     first = bed.rollout()
     drop_after_stop("server1", bed)
-    now = [0.0]
-
-    def sleep(s: float) -> None:
-        now[0] += s
-
-    bed.runner(sleep=sleep, clock=lambda: now[0]).run(bed.store.get(first))
+    bed.timeless_runner().run(bed.store.get(first))
     assert bed.store.get(first).server("server1").step in DOWN
     bed.servers[0].reachable = True
     second = bed.rollout()
