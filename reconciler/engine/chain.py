@@ -154,7 +154,7 @@ class Engine:
                 held = self._take_leases(leases, [desired.cluster(n) for n in names], conns)
                 for rollout in self.store.all(("running",)):
                     if (only is None or rollout.cluster in only) and rollout.cluster in held:
-                        records += self._run_rollout(rollout.id, conns, result, held[rollout.cluster])
+                        records += self._run_rollout(rollout.id, conns, result, held[rollout.cluster], desired)
                 report = self.observe(desired, conns, names)
                 result.report = report
                 for cluster_plan in report.plan.clusters:
@@ -249,7 +249,7 @@ class Engine:
         rollout = self.store.create(name, commit, plans, status="running", window=None)
         self.progress(f"{name}: rolling restart {rollout.id} of {len(cluster_plan.restarts)} server(s), "
                       f"{spec.rollout.max_unavailable} at a time")
-        return [*records, *self._run_rollout(rollout.id, conns, result, lease)]
+        return [*records, *self._run_rollout(rollout.id, conns, result, lease, desired)]
 
     # --- rollouts ------------------------------------------------------------------------------------------
     @property
@@ -259,11 +259,13 @@ class Engine:
         return self._store
 
     def _run_rollout(
-        self, rid: str, conns: Connections, result: ApplyReport | None, lease: Lease
+        self, rid: str, conns: Connections, result: ApplyReport | None, lease: Lease, desired: Desired
     ) -> list[dict[str, Any]]:
-        """Carry out a persisted rollout as it was planned (the commit's files, each server's stored operations)."""
+        """Carry out a persisted rollout as it was planned (the commit's files, each server's stored operations).
+        `desired` is the run's, built once; a rollout of another commit reads that commit's files."""
         rollout = self.store.get(rid)
-        desired = self.desired(rollout.commit)
+        if desired.commit != rollout.commit:
+            desired = self.desired(rollout.commit)
         dc = desired.cluster(rollout.cluster)
         spec = dc.spec
         transports = {s.name: conns.get(spec, s) for s in spec.servers}
@@ -298,7 +300,7 @@ class Engine:
             desired = self.desired(rollout.commit)
             result = ApplyReport(PlanReport(rollout.commit, desired, {}, Plan("", ()), []))
             with self.connections() as conns, self.lease(desired.cluster(rollout.cluster), conns).held() as lease:
-                records = self._run_rollout(rollout.id, conns, result, lease)
+                records = self._run_rollout(rollout.id, conns, result, lease, desired)
             if records:
                 self._record(rollout.commit, records)
             final, outcomes = result.rollouts[rollout.cluster]
