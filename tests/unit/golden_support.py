@@ -51,10 +51,13 @@ def build(case: dict[str, Any]) -> tuple[Desired, dict[str, ObservedCluster]]:
             paths = ServerPaths(s.path, f"{s.path}/pickup", f"{s.path}/work", f"{s.path}/work/current",
                                 f"{s.path}/logs/server.log", f"{s.path}/config/repo/service-sources.txt",
                                 "0.0.0.0:17010")
-            obs.append(ObservedServer(c["name"], s, paths, o.get("deployed", {}), {},
+            obs.append(ObservedServer(c["name"], s, paths, o.get("deployed", {}), o.get("pickup", {}),
                                       LogMark(paths.log, 0, 1), o.get("running", True),
-                                      o.get("zato_version", c.get("zato_version", "3.2")), None,
-                                      o.get("static", {}), o.get("sources_text", "./work/hot-deploy/current\n")))
+                                      o.get("zato_version", c.get("zato_version", "3.2")),
+                                      static=o.get("static", {}),
+                                      sources_text=o.get("sources_text", "./work/hot-deploy/current\n"),
+                                      environ=o.get("environ", "read"), overrides=tuple(o.get("overrides", ())),
+                                      extra_pickup=tuple(o.get("extra_pickup", ()))))
         observed[c["name"]] = ObservedCluster(c["name"], tuple(obs))
     from reconciler.manifest.model import Manifest
 

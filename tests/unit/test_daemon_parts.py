@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 
 from reconciler.daemon.conditions import ClusterStatus, Event, StatusStore, backoff
+from reconciler.daemon.drift import drift_items
 from reconciler.daemon.http import Server, is_watched, push_ref, verify_signature
 from reconciler.daemon.logsetup import setup
-from reconciler.daemon.loop import Daemon, classify, classify_error, drift_items
+from reconciler.daemon.loop import Daemon
 from reconciler.daemon.notify import Notifier, body, safe_url
+from reconciler.daemon.outcome import classify, classify_error
 from reconciler.errors import Busy, HostKeyError, ModulesInvalid, Stalled, Unreachable
 from reconciler.settings import Settings
 
@@ -498,6 +500,11 @@ def test_classify_sorts_outcomes_by_what_to_do() -> None:
     r = classify(_report(refused=["server3 is not running"]), "prod")
     assert (r.kind, r.reason) == ("transient", "ServersNotReady")
     assert classify_error(Busy("another zato-gitops (pid 1) is working on the state dir /x")).kind == "transient"
+    from reconciler.apply.lease import Holder, LeaseHeld
+
+    leased = classify_error(LeaseHeld("prod", Holder("t", 2_000_000_000, 1_999_999_000, "ops@h", 9, "/s"), "s1"))
+    assert (leased.kind, leased.reason) == ("transient", "ClusterLeased")
+    assert leased.message.startswith("cluster prod is being reconciled by ops@h (pid 9) since 2033-05-18T")
     assert classify_error(ModulesInvalid(["x"])).reason == "ModulesInvalid"
     assert classify_error(RuntimeError("boom")).reason == "InternalError"
     cp = SimpleNamespace(empty=False, hot_deploys=[SimpleNamespace(module="a.py", diffs=[
@@ -517,7 +524,7 @@ def test_classify_sorts_outcomes_by_what_to_do() -> None:
 
 
 def test_one_daemon_per_state_dir(tmp_path: Path) -> None:
-    from reconciler.daemon.loop import DaemonLock, running_daemon
+    from reconciler.daemon.client import DaemonLock, running_daemon
 
     first = DaemonLock(tmp_path)
     first.acquire()
