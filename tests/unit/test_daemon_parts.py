@@ -500,6 +500,11 @@ def test_classify_sorts_outcomes_by_what_to_do() -> None:
     r = classify(_report(refused=["server3 is not running"]), "prod")
     assert (r.kind, r.reason) == ("transient", "ServersNotReady")
     assert classify_error(Busy("another zato-gitops (pid 1) is working on the state dir /x")).kind == "transient"
+    from reconciler.apply.lease import Holder, LeaseHeld
+
+    leased = classify_error(LeaseHeld("prod", Holder("t", 2_000_000_000, 1_999_999_000, "ops@h", 9, "/s"), "s1"))
+    assert (leased.kind, leased.reason) == ("transient", "ClusterLeased")
+    assert leased.message.startswith("cluster prod is being reconciled by ops@h (pid 9) since 2033-05-18T")
     assert classify_error(ModulesInvalid(["x"])).reason == "ModulesInvalid"
     assert classify_error(RuntimeError("boom")).reason == "InternalError"
     cp = SimpleNamespace(empty=False, hot_deploys=[SimpleNamespace(module="a.py", diffs=[
