@@ -57,11 +57,11 @@ class ManifestInvalid(Stalled):
 class ConfigInvalid(Stalled):
     """The --config file (or a flag) does not validate; `errors` as for `ManifestInvalid`."""
 
-    hint = "fix the config file (its keys are the long options, with '_' for '-'; see docs/cli.md)"
+    hint = "fix the config file (its keys are the long options, with '_' for '-'; `zato-gitops docs cli`)"
 
-    def __init__(self, errors: list[str], total: int | None = None) -> None:
+    def __init__(self, errors: list[str], total: int | None = None, *, hint: str = "") -> None:
         self.errors = list(errors)
-        super().__init__(_listing("the settings are invalid", self.errors, total))
+        super().__init__(_listing("the settings are invalid", self.errors, total), hint=hint)
 
 
 class ModulesInvalid(Stalled):

@@ -107,12 +107,15 @@ def load_settings(config: Path | None, overrides: dict[str, Any]) -> Settings:
         return Settings.model_validate(data)
     except ValidationError as e:
         given = {k for k, v in overrides.items() if v is not None}
-        lines = []
+        lines, from_file = [], False
         for path, line, msg in explain_validation(e, doc, Settings):
-            flag = path and path[0] in given
-            where = f"--{str(path[0]).replace('_', '-')}" if flag else f"{name}:{line}"
-            lines.append(f"{where}: {'.'.join(map(str, path))}: {msg}")
-        raise ConfigInvalid(*capped(lines)) from e
+            if path and path[0] in given:
+                lines.append(f"--{str(path[0]).replace('_', '-')}: {msg}")
+            else:
+                from_file = True
+                lines.append(f"{name}:{line}: {'.'.join(map(str, path))}: {msg}")
+        hint = "" if from_file else "correct the option's value; `zato-gitops COMMAND --help` describes each"
+        raise ConfigInvalid(*capped(lines), hint=hint) from e
 
 
 def _read(config: Path) -> bytes:

@@ -27,7 +27,9 @@ def plan_dict(report: PlanReport) -> dict[str, Any]:
     data["unreachable"] = [
         {"cluster": c, "server": s, "error": e.message, "hint": e.hint} for c, s, e in report.unreachable
     ]
-    data["changes_pending"] = not report.plan.empty
+    # unknown while a server could not be observed: what it runs may differ too
+    data["changes_pending"] = (not report.plan.empty) if report.complete else None
+    data["complete"] = report.complete
     return data
 
 
@@ -183,16 +185,23 @@ def print_history(console: Console, entries: Sequence[Any]) -> None:
         row["outcomes"].add(outcome)
         if r.get("server"):
             row["servers"].append(f"{r['server']} {outcome}" if outcome not in GOOD else r["server"])
+    # 80 columns: the short columns never wrap (the commit is never dropped), module and servers fold; the
+    # commit's summary gets its own column only on a wide page
+    wide = console.width >= 120
     table = Table(title="Deploy history, newest first (git notes refs/notes/zato-gitops)", title_justify="left",
-                  box=None, padding=(0, 2), pad_edge=False)
-    for col in ("when (UTC)", "commit", "cluster", "action", "module", "outcome", "servers"):
-        table.add_column(col, no_wrap=col not in ("servers", "commit"))
+                  box=None, padding=(0, 1), pad_edge=False)
+    cols = ["when (UTC)", "commit", *(["summary"] if wide else []), "cluster", "action", "module", "outcome",
+            "servers"]
+    for col in cols:
+        table.add_column(col, no_wrap=col in ("when (UTC)", "commit", "outcome"),
+                         overflow="fold", min_width=8 if col == "commit" else None)
     for (_, cluster, action, module), row in rows.items():
         outcomes = row["outcomes"]
         outcome = "ok" if outcomes <= GOOD else next(iter(outcomes)) if len(outcomes) == 1 else "failed"
         table.add_row(
-            row["at"][:19].replace("T", " "),
-            f"{row['commit'][:8]} {row['summary'][:30]}",
+            row["at"][:16].replace("T", " "),
+            row["commit"][:8],
+            *([row["summary"][:40]] if wide else []),
             cluster,
             action,
             module,
@@ -224,13 +233,13 @@ def print_rollout_outcome(console: Console, rollout: Rollout, outcomes: Sequence
 
 
 def print_rollouts(console: Console, rollouts: Sequence[Rollout]) -> None:
-    table = Table(title="Rollouts (newest first)", title_justify="left", box=None, padding=(0, 2), pad_edge=False)
+    table = Table(title="Rollouts (newest first)", title_justify="left", box=None, padding=(0, 1), pad_edge=False)
     for col in ("id", "cluster", "commit", "status", "progress", "window", "updated", "message"):
-        table.add_column(col, no_wrap=col != "message")
+        table.add_column(col, no_wrap=col in ("id", "commit", "status"), overflow="fold")
     for r in rollouts:
         style = {"finished": "green", "halted": "red", "running": "yellow", "pending": "cyan"}.get(r.status, "")
         steps = ", ".join(f"{s.server}:{s.step}" for s in r.servers)
         table.add_row(r.id, r.cluster, r.commit[:8], Text(r.status, style=style),
-                      f"{r.done_count}/{len(r.servers)} ({steps})", r.window or "-", r.updated[:19].replace("T", " "),
+                      f"{r.done_count}/{len(r.servers)} ({steps})", r.window or "-", r.updated[:16].replace("T", " "),
                       r.message)
     console.print(table)

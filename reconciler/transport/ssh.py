@@ -158,6 +158,12 @@ def _connect_error(
         )
     if isinstance(e, OSError):
         return errors.Unreachable(f"{label}: cannot connect to {addr}: {e.strerror or e}")
+    if "protocol banner" in str(e) or "Incompatible ssh" in str(e):
+        return errors.Stalled(
+            f"{label}: {addr} is not an SSH server (it answered, but not with an SSH banner)",
+            hint="check the server's `port:` in the manifest: it must be the host's sshd port (22 unless changed), "
+                 "not Zato's HTTP port",
+        )
     return errors.Unreachable(f"{label}: the SSH handshake with {addr} failed: {e or type(e).__name__}")
 
 
@@ -455,7 +461,10 @@ class SSHTransport:
                     continue
                 if isinstance(e, TimeoutError) or opening:
                     raise errors.Unreachable(
-                        f"{self.label}: writing {path} failed: {e or type(e).__name__}"
+                        f"{self.label}: writing {path} failed: {e or type(e).__name__}",
+                        hint="files are written over SFTP: if the host's sshd has no SFTP subsystem, add "
+                             "`Subsystem sftp internal-sftp` to its sshd_config and reload sshd "
+                             "(`zato-gitops docs hosts`)" if opening else "",
                     ) from e
                 raise errors.Stalled(f"{self.label}: cannot write {path}: {e or type(e).__name__}") from e
 

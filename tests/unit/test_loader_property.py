@@ -179,5 +179,5 @@ def test_config_errors_name_the_line(tmp_path: Path, text: bytes, error: str) ->
 
 
 def test_a_bad_listen_flag_is_named_as_the_flag() -> None:
-    with pytest.raises(ConfigInvalid, match=r"--listen: listen: must be HOST:PORT"):
+    with pytest.raises(ConfigInvalid, match=r"--listen: must be HOST:PORT"):
         load_settings(None, {"listen": "foo"})
