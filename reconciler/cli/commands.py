@@ -167,18 +167,21 @@ def plan(clusters: tuple[str, ...], as_json: bool, show_diff: bool, **kw: Any) -
     commit = engine.fetch()
     known_clusters(engine, commit, clusters)
     report = engine.plan(list(clusters) or None, commit=commit)
+    from reconciler.cli.partial import partial_plans
+
+    partial = partial_plans(engine, report)
     diffs = None
     if show_diff:
         from reconciler.cli.diff import module_diffs
 
         diffs = module_diffs(engine, report)
     if as_json:
-        data = plan_dict(report)
+        data = plan_dict(report, partial)
         if diffs is not None:
             data["diffs"] = diffs
         emit_json(data)
     else:
-        print_plan(out, report)
+        print_plan(out, report, partial)
         if diffs is not None:
             from reconciler.cli.diff import print_diffs
 

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from reconciler.apply.store import Rollout
-from reconciler.core.plan import ClusterPlan
+from reconciler.core.plan import ClusterPlan, Plan
 from reconciler.engine.results import ApplyReport, PlanReport
 
 
@@ -22,8 +22,13 @@ def short(sha: str | None, n: int = 8) -> str:
     return sha[:n] if sha else "-"
 
 
-def plan_dict(report: PlanReport) -> dict[str, Any]:
+def plan_dict(report: PlanReport, partial: Sequence[Any] = ()) -> dict[str, Any]:
+    """The plan as JSON; `partial` (cli.partial.PartialPlan) adds what the reachable servers of a cluster with an
+    unobserved server would get, marked `"partial": true` with the servers it lacks."""
     data = report.plan.to_dict()
+    for pp in partial:
+        entry = Plan(report.commit, (pp.plan,), ()).to_dict()["clusters"][0]
+        data["clusters"].append(entry | {"partial": True, "unobserved": list(pp.unobserved)})
     data["unreachable"] = [
         {"cluster": c, "server": s, "error": e.message, "hint": e.hint} for c, s, e in report.unreachable
     ]
@@ -33,7 +38,7 @@ def plan_dict(report: PlanReport) -> dict[str, Any]:
     return data
 
 
-def print_plan(console: Console, report: PlanReport) -> None:
+def print_plan(console: Console, report: PlanReport, partial: Sequence[Any] = ()) -> None:
     p = report.plan
     console.print(Text(f"Plan for commit {p.commit[:12]}", style="bold"))
     for w in p.warnings:
@@ -46,6 +51,18 @@ def print_plan(console: Console, report: PlanReport) -> None:
             console.print(Text(f"warning: {cp.cluster}/{note}", style="yellow"))
         if cp.empty:
             console.print(f"{head}: up to date")
+            continue
+        if cp.hot_deploys:
+            _print_hot(console, report, cp, head)
+        if cp.restarts:
+            _print_restarts(console, cp, head, spec.rollout.max_unavailable, spec.rollout.window)
+    for pp in partial:
+        cp = pp.plan
+        spec = report.desired.cluster(cp.cluster).spec
+        head = (f"cluster {cp.cluster} (Zato {cp.zato_version}), partial: {', '.join(pp.unobserved)} not observed, "
+                "so apply leaves this cluster alone")
+        if cp.empty:
+            console.print(Text(f"{head}; the other servers are up to date", style="yellow"))
             continue
         if cp.hot_deploys:
             _print_hot(console, report, cp, head)

@@ -50,6 +50,7 @@ class World:
         install = create_install(root / "install")
         s1 = create_server(install, root / "prod" / "server1", name="server1", cluster="prod", odb=root / "odb")
         self.server1 = s1
+        self.alive = create_server(install, root / "edge" / "alive", name="alive", cluster="edge", odb=root / "odb2")
         self.bed = bed
         self.state = root / "state"
         self.manifest = MANIFEST.format(zato=install.zato, s1=s1, gone=root / "nowhere" / "gone")
@@ -110,6 +111,22 @@ def test_plan_exit_2_and_unreachable_makes_changes_pending_null(world: World) ->
     assert [h["module"] for h in prod["hot_deploys"]] == ["crm.py"]  # the reachable server's change is listed
     only = world.run("plan", "--json", "--cluster", "prod")
     assert only.exit_code == 2 and doc(only)["changes_pending"] is True
+
+
+def test_a_cluster_with_one_server_down_still_shows_the_others_changes(world: World) -> None:
+    world.bed.commit({"zato-gitops.yaml": world.manifest.replace(
+        "      - {name: gone,", f"      - {{name: alive, path: {world.alive}}}\n      - {{name: gone,")}, "two in edge")
+    result = world.run("plan", "--json", "--cluster", "edge")
+    assert result.exit_code == 1
+    data = doc(result)
+    valid("plan", data)
+    assert data["changes_pending"] is None
+    (edge,) = data["clusters"]
+    assert edge["partial"] is True and edge["unobserved"] == ["gone"]
+    assert edge["hot_deploys"][0]["module"] == "crm.py" and edge["hot_deploys"][0]["diffs"][0]["server"] == "alive"
+    text = world.run("plan", "--cluster", "edge")
+    assert "partial: gone not observed, so apply leaves this cluster alone" in text.stdout
+    assert "edge/gone: not observed" in text.stdout
 
 
 def test_unknown_cluster_lists_the_known_ones(world: World) -> None:
