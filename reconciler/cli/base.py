@@ -120,8 +120,17 @@ def common_options(f: F) -> F:
 
 
 def make_settings(kw: dict[str, Any], **extra: Any) -> Settings:
+    """Settings from the --config file and the common options, wherever on the line they were given: the
+    command's own win over a group's (`zato-gitops --repo X plan`, `rollouts resume ID --config F`)."""
+    given = dict(kw)
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None:
+        for k in COMMON_KEYS:
+            if given.get(k) is None and ctx.params.get(k) is not None:
+                given[k] = ctx.params[k]
+        ctx = ctx.parent
     keys = ("repo", "branch", "manifest", "identity", "known_hosts", "state_dir")
-    return load_settings(kw.get("config"), {k: kw.get(k) for k in keys} | extra)
+    return load_settings(given.get("config"), {k: given.get(k) for k in keys} | extra)
 
 
 def merged(parent: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
@@ -231,6 +240,11 @@ class Cli(click.Group):
         except SystemExit as e:
             return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_ERROR)
         except click.UsageError as e:
+            if type(e).__name__ == "NoArgsIsHelpError" and e.ctx is not None:  # `zato-gitops` alone: the help
+                click.echo(e.ctx.get_help(), err=as_json)
+                if as_json:
+                    emit_json(error_document("no command given", "`zato-gitops --help` lists the commands"))
+                return EX_USAGE
             cmd = e.ctx.command_path if e.ctx is not None else "zato-gitops"
             _print_error(e.format_message(), f"`{cmd} --help` lists the options and arguments", as_json)
             return EX_USAGE

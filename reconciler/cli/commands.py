@@ -64,8 +64,8 @@ def known_clusters(engine: Any, commit: str, wanted: tuple[str, ...]) -> None:
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="zato-gitops")
-@output_options
-def main() -> None:
+@common_options
+def main(**kw: Any) -> None:
     """Release Zato services by merging to git.
 
     A git repository holds the service modules and a manifest (zato-gitops.yaml) saying which Zato servers run
@@ -282,10 +282,11 @@ def run(listen: str | None, interval: float | None, log_format: str | None, **kw
     writes the status and exits 0.
     """
     from reconciler.daemon import logsetup as logs
-    from reconciler.daemon.loop import Daemon
+    from reconciler.daemon.loop import Daemon, running_daemon
 
     settings = make_settings(kw, listen=listen, interval=interval, log_format=log_format)
-    check_listen(settings.listen)
+    if running_daemon(settings.state_dir) is None:  # else the daemon's own "already running" says it better
+        check_listen(settings.listen)
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     logs.setup(settings.log_format, secrets=[secret] if secret else [])
     sys.exit(Daemon(settings).run())

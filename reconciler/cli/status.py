@@ -143,10 +143,10 @@ def print_status(console: Console, data: dict[str, Any], *, running: bool, state
         table.add_row(cl["name"], Text(f"{ready.get('status', 'Unknown')} {ready.get('reason', '')}".strip(),
                                        style=style),
                       cond.get("Reconciling", {}).get("status", "-"), cond.get("Stalled", {}).get("status", "-"),
-                      (cl.get("last_applied_revision") or "-")[:8], "yes" if cl.get("suspended") else "no")
+                      (cl.get("last_applied_revision") or "-")[:12], "yes" if cl.get("suspended") else "no")
         attempted = cl.get("last_attempted_revision")
         if attempted and attempted != cl.get("last_applied_revision"):
-            notes.append(Text(f"{cl['name']}: last attempted {attempted[:8]}", style="yellow"))
+            notes.append(Text(f"{cl['name']}: last attempted {attempted[:12]}", style="yellow"))
         if ready.get("message"):
             notes.append(Text(f"{cl['name']}: {ready['message'][:400]}"))
     console.print(table)

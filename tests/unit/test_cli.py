@@ -267,9 +267,12 @@ def _handlers(logger: Any) -> list[Any]:
 # --- things people expect -----------------------------------------------------------------------------------------
 
 def test_common_options_anywhere_and_quiet(world: World) -> None:
-    before = CliRunner().invoke(main, ["-q", "plan", "--repo", str(world.bed.origin), "--state-dir", str(world.state),
+    before = CliRunner().invoke(main, ["-q", "--repo", str(world.bed.origin), "plan", "--state-dir", str(world.state),
                                        "--cluster", "prod"])
     assert before.exit_code == 2 and "> " not in before.stderr
+    after = CliRunner().invoke(main, ["plan", "--cluster", "prod", "--repo", str(world.bed.origin), "--state-dir",
+                                      str(world.state), "-q"])
+    assert after.exit_code == 2 and "> " not in after.stderr
     loud = world.run("plan", "--cluster", "prod")
     assert "> fetching main" in loud.stderr
 
@@ -292,6 +295,19 @@ def test_plan_diff_against_the_version_the_servers_run(world: World) -> None:
     assert next(d for d in unknown["diffs"] if d["module"] == "crm.py")["found"] is False
     text = world.run("plan", "--cluster", "prod", "--diff")
     assert "may have been copied by hand" in text.stdout
+
+
+def test_apply_history_and_rollouts_json_match_their_schemas(world: World) -> None:
+    applied = world.run("apply", "--cluster", "prod", "--json", "--timeout", "0.5")
+    assert applied.exit_code == 1  # the stand-in server is stopped: the cluster is refused, and recorded
+    valid("apply", doc(applied))
+    assert doc(applied)["refused"]["prod"]
+    history = world.run("history", "--json")
+    valid("history", doc(history))
+    assert doc(history)[0]["action"] == "refused" and doc(history)[0]["commit"] == world.commit
+    rollouts = world.run("rollouts", "--json")
+    assert rollouts.exit_code == 0 and doc(rollouts) == []
+    valid("rollouts", doc(rollouts))
 
 
 def test_status_without_a_daemon_uses_the_records(world: World) -> None:
@@ -413,3 +429,10 @@ def test_docs_cli_names_every_command_and_option() -> None:
                     assert opt in cli_md, f"docs/cli.md does not mention {opt} of `{' '.join(path)}`"
     for code in ("**1**", "**64**", "**130**", "2 changes pending"):
         assert code in cli_md
+
+
+def test_no_command_prints_the_help_and_exits_64() -> None:
+    result = CliRunner().invoke(main, [])
+    assert result.exit_code == EX_USAGE and result.stdout.startswith("Usage: ")
+    assert CliRunner().invoke(main, ["--version"]).exit_code == 0
+    assert CliRunner().invoke(main, ["plan", "--help"]).exit_code == 0
