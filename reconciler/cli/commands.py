@@ -282,7 +282,8 @@ def run(listen: str | None, interval: float | None, log_format: str | None, **kw
     writes the status and exits 0.
     """
     from reconciler.daemon import logsetup as logs
-    from reconciler.daemon.loop import Daemon, running_daemon
+    from reconciler.daemon.client import running_daemon
+    from reconciler.daemon.loop import Daemon
 
     settings = make_settings(kw, listen=listen, interval=interval, log_format=log_format)
     if running_daemon(settings.state_dir) is None:  # else the daemon's own "already running" says it better
@@ -331,7 +332,7 @@ def status(as_json: bool, **kw: Any) -> None:
     notes in the state dir's clone). Exit 0 when every cluster is Ready, 1 otherwise (or when nothing is known yet).
     """
     from reconciler.cli.status import offline_status, print_status
-    from reconciler.daemon.loop import call, running_daemon
+    from reconciler.daemon.client import call, running_daemon
 
     settings = make_settings(kw)
     info = running_daemon(settings.state_dir)
@@ -347,8 +348,8 @@ def status(as_json: bool, **kw: Any) -> None:
 
 
 def _set_suspended(clusters: tuple[str, ...], suspended: bool, kw: dict[str, Any]) -> None:
+    from reconciler.daemon.client import call, edit_status, running_daemon
     from reconciler.daemon.conditions import StatusStore
-    from reconciler.daemon.loop import call, edit_status, running_daemon
 
     settings = make_settings(kw)
     info = running_daemon(settings.state_dir)
@@ -364,8 +365,9 @@ def _set_suspended(clusters: tuple[str, ...], suspended: bool, kw: dict[str, Any
         for c in clusters:
             store.cluster(c).set_suspended(suspended, time.time())
 
-    edit_status(settings.state_dir, edit)
-    out.print(f"{', '.join(clusters)}: {verb} (no daemon runs; recorded in {settings.state_dir}/status.json)")
+    edit_status(settings, edit)
+    where = "the state database" if settings.shared_state() else f"{settings.state_dir}/status.json"
+    out.print(f"{', '.join(clusters)}: {verb} (no daemon runs; recorded in {where})")
 
 
 @main.command()
@@ -398,7 +400,7 @@ def reconcile(clusters: tuple[str, ...], **kw: Any) -> None:
     back, and a commit that stalled is tried again. Returns at once; follow it with `zato-gitops status`.
     Without a daemon, use `zato-gitops apply`.
     """
-    from reconciler.daemon.loop import call, running_daemon
+    from reconciler.daemon.client import call, running_daemon
     from reconciler.errors import Stalled
 
     settings = make_settings(kw)

@@ -25,7 +25,7 @@ def offline_status(settings: Settings) -> dict[str, Any]:
     """The /api/status document, from the state dir alone (no daemon runs)."""
     from reconciler.daemon.conditions import StatusStore
 
-    data = StatusStore(settings.state_dir).load().to_dict()
+    data = StatusStore.for_settings(settings).load().to_dict()
     data["daemon"] = {}
     for cl in data.get("clusters") or []:
         _not_reconciling(cl)
