@@ -18,6 +18,7 @@ waits (a confirmation, a server's restart), and the first Ctrl-C acknowledged at
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -260,6 +261,10 @@ class Cli(click.Group):
         except KeyboardInterrupt:
             _print_error("interrupted", "", as_json)
             return EXIT_INTERRUPTED
+        except BrokenPipeError:  # `zato-gitops history | head`: the reader left; nothing to say to anyone
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_ERROR
         except OSError as e:
             message, hint = _os_error(e)
             _print_error(message, hint, as_json)

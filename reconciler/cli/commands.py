@@ -290,6 +290,9 @@ def run(listen: str | None, interval: float | None, log_format: str | None, **kw
         check_listen(settings.listen)
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     logs.setup(settings.log_format, secrets=[secret] if secret else [])
+    import logging
+
+    logging.getLogger("paramiko").propagate = True  # the daemon's log (not a terminal) keeps paramiko's warnings
     sys.exit(Daemon(settings).run())
 
 
