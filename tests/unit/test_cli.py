@@ -320,8 +320,10 @@ def test_status_without_a_daemon_uses_the_records(world: World) -> None:
     valid("status", data)
     assert [c["name"] for c in data["clusters"]] == ["prod"]
     assert data["clusters"][0]["last_attempted_revision"] == world.commit
-    text = world.run("status")
+    text = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["status", "--repo", str(world.bed.origin), "--state-dir",
+                                                          str(world.state)])
     assert "prod" in text.stdout and "nothing applied yet" not in text.stdout
+    assert all(len(line) <= 80 for line in text.stdout.splitlines()), text.stdout
 
 
 def test_status_clears_a_stale_reconciling(world: World) -> None:
@@ -357,6 +359,8 @@ def test_docs_pages_ship_in_the_package() -> None:
     listing = CliRunner().invoke(main, ["docs"])
     assert all(name in listing.stdout for name in PAGES)
     assert "hot_deploy" in page_text("manifest")
+    assert "git fetch origin refs/notes/zato-gitops:refs/notes/zato-gitops" in page_text("history")
+    assert "Subsystem sftp internal-sftp" in page_text("hosts") and "[10.0.0.12]:2222" in page_text("hosts")
     for name in PAGES:
         assert page_text(name).startswith("# ")
     assert "zato-gitops docs manifest" in CliRunner().invoke(main, ["--help"]).stdout

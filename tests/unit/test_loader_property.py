@@ -15,7 +15,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.errors import ConfigInvalid, ManifestInvalid, ReconcilerError
+from reconciler.errors import ConfigInvalid, ManifestInvalid, ReconcilerError, Stalled
 from reconciler.manifest.loader import MAX_ERRORS, cron_problem, load_manifest
 from reconciler.settings import load_settings
 
@@ -156,6 +156,7 @@ def test_cron_ranges_are_checked_where_read(window: str, problem: str) -> None:
     assert problem in (cron_problem(window) or "")
     with pytest.raises(ManifestInvalid) as e:
         load_manifest(VALID.replace("0 2 * * 1-5", window), "m.yaml")
+    assert isinstance(e.value, Stalled)  # the daemon waits for a new commit instead of retrying it
     assert e.value.errors == [f"m.yaml:8: clusters[0].rollout.window: {cron_problem(window)}"]
 
 
