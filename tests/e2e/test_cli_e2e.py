@@ -7,13 +7,20 @@ to add, within a few tries (a Stalled error: retrying cannot help until a person
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from sshbed import Host, SSHBed
 
 from reconciler import errors
 from reconciler.transport.ssh import SSHOptions, SSHPool
+from tests.standin.harness import running_cluster
+from tests.unit.gitbed import HERMETIC_ENV, GitBed
 
 pytestmark = pytest.mark.e2e
 
@@ -38,3 +45,45 @@ def test_a_host_without_the_sftp_subsystem_is_named_quickly(sshbed: SSHBed, monk
             transport.put(f"{sshbed.workdir}/never-written", b"x")
     assert e.value.message.startswith("prod/server1: the host's sshd refused the SFTP subsystem")
     assert "Subsystem sftp internal-sftp" in e.value.hint
+
+
+def test_the_first_ctrl_c_is_acknowledged_at_once_and_the_second_aborts(tmp_path: Path) -> None:
+    """A real `apply` waiting for a confirmation that never comes (the stand-in is told to stay silent)."""
+    with running_cluster(tmp_path / "zato", n=1, cluster="prod") as cluster:
+        server = cluster[0]
+        server.set_faults(mute_hot_deploy=True)
+        bed = GitBed(tmp_path / "git")
+        bed.commit({"zato-gitops.yaml": f"""version: 1
+clusters:
+  - name: prod
+    transport: local
+    zato_command: {cluster.install.zato}
+    servers:
+      - {{name: server1, path: {server.path}}}
+    hot_deploy: [services/*.py]
+""", "services/crm.py": "x = 1\n"}, "first")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "apply", "--timeout", "300", "--repo", str(bed.origin),
+             "--state-dir", str(tmp_path / "state")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **HERMETIC_ENV},
+        )
+        assert proc.stderr is not None
+        seen: list[str] = []
+        try:
+            for line in proc.stderr:  # bounded by the process: it waits up to 300 s for a confirmation
+                seen.append(line)
+                if "to confirm in logs/server.log" in line:
+                    break
+            proc.send_signal(signal.SIGINT)
+            ack = proc.stderr.readline()
+            assert ack.startswith("interrupt: finishing the current step (prod: waiting for server1"), [*seen, ack]
+            assert "Ctrl-C again to abort at once" in ack
+            assert proc.poll() is None  # still finishing its step
+            proc.send_signal(signal.SIGINT)
+            rest = proc.stderr.read()
+            assert proc.wait(timeout=60) == 130
+            assert "error: interrupted" in rest and "Traceback" not in rest
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
