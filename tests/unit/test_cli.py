@@ -433,6 +433,10 @@ def test_docs_cli_names_every_command_and_option() -> None:
                     assert opt in cli_md, f"docs/cli.md does not mention {opt} of `{' '.join(path)}`"
     for code in ("**1**", "**64**", "**130**", "2 changes pending"):
         assert code in cli_md
+    from reconciler.settings import Settings
+
+    for key in Settings.model_fields:
+        assert f"`{key}`" in cli_md or f"`--{key.replace('_', '-')} " in cli_md, f"docs/cli.md lacks the setting {key}"
 
 
 def test_no_command_prints_the_help_and_exits_64() -> None:
