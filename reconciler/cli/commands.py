@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -105,19 +106,9 @@ def validate(file: Path | None, as_json: bool, **kw: Any) -> None:
         try:
             loaded = load_manifest(file.read_bytes(), str(file))
         except ManifestInvalid as e:
-            if as_json:
-                emit_json({"valid": False, "file": str(file), "commit": None, "errors": e.errors, "warnings": [],
-                           "error": e.message, "hint": e.hint})
-                print_error(e.message, e.hint)
-                sys.exit(EXIT_ERROR)
-            raise
-        _warn(loaded.warnings)
-        n = len(loaded.manifest.clusters)
-        if as_json:
-            emit_json({"valid": True, "file": str(file), "commit": None, "errors": [],
-                       "warnings": list(loaded.warnings), "clusters": n, "modules": None})
-        else:
-            out.print(f"{file}: valid ({n} clusters)")
+            _invalid(e, as_json, str(file), None)
+        _valid(as_json, str(file), None, loaded.warnings, len(loaded.manifest.clusters), None,
+               f"{file}: valid ({len(loaded.manifest.clusters)} clusters)")
         return
     from reconciler.engine.chain import Engine
 
@@ -126,20 +117,30 @@ def validate(file: Path | None, as_json: bool, **kw: Any) -> None:
     try:
         desired = engine.desired(commit)
     except Stalled as e:
-        if as_json:
-            emit_json({"valid": False, "file": engine.settings.manifest, "commit": commit,
-                       "errors": list(getattr(e, "errors", [e.message])), "warnings": [],
-                       "error": e.message, "hint": e.hint or None})
-            print_error(e.message, e.hint)
-            sys.exit(EXIT_ERROR)
-        raise
-    _warn(desired.warnings)
+        _invalid(e, as_json, engine.settings.manifest, commit)
     n = sum(len(c.modules) for c in desired.clusters)
+    _valid(as_json, engine.settings.manifest, commit, desired.warnings, len(desired.clusters), n,
+           f"commit {commit[:12]}: valid ({len(desired.clusters)} clusters, {n} hot-deploy modules)")
+
+
+def _invalid(e: Stalled, as_json: bool, file: str, commit: str | None) -> NoReturn:
+    """validate's refusal: the error path, with the problems listed in the JSON verdict too."""
+    if not as_json:
+        raise e
+    emit_json({"valid": False, "file": file, "commit": commit, "errors": list(getattr(e, "errors", [e.message])),
+               "warnings": [], "error": e.message, "hint": e.hint or None})
+    print_error(e.message, e.hint)
+    sys.exit(EXIT_ERROR)
+
+
+def _valid(as_json: bool, file: str, commit: str | None, warnings: Sequence[str], clusters: int,
+           modules: int | None, text: str) -> None:
+    _warn(warnings)
     if as_json:
-        emit_json({"valid": True, "file": engine.settings.manifest, "commit": commit, "errors": [],
-                   "warnings": list(desired.warnings), "clusters": len(desired.clusters), "modules": n})
+        emit_json({"valid": True, "file": file, "commit": commit, "errors": [], "warnings": list(warnings),
+                   "clusters": clusters, "modules": modules})
     else:
-        out.print(f"commit {commit[:12]}: valid ({len(desired.clusters)} clusters, {n} hot-deploy modules)")
+        out.print(text)
 
 
 def _warn(warnings: Any) -> None:
