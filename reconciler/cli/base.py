@@ -300,8 +300,10 @@ class Reporter:
     """
 
     def __init__(self, *, after: float = 3.0, every: float = 10.0, console: Console | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, polite_interrupt: bool = True) -> None:
         self.console = console or err
+        #: False for commands that change nothing (plan, validate): there Ctrl-C stops at once
+        self.polite_interrupt = polite_interrupt
         self.after, self.every, self.clock = after, every, clock
         self.stop = threading.Event()
         self.step = ""
@@ -353,7 +355,7 @@ class Reporter:
                            "Ctrl-C again to abort at once", markup=True, highlight=False)
 
     def __enter__(self) -> Reporter:
-        if threading.current_thread() is threading.main_thread():
+        if self.polite_interrupt and threading.current_thread() is threading.main_thread():
             self._old_sigint = signal.signal(signal.SIGINT, self.on_sigint)
         self._thread = threading.Thread(target=self._loop, name="elapsed", daemon=True)
         self._thread.start()
@@ -376,11 +378,22 @@ class Reporter:
 
 
 def with_reporter(f: F) -> F:
-    """Run the command with a `Reporter` passed as `reporter=`."""
+    """Run a command that changes servers with a `Reporter` (elapsed time, polite Ctrl-C) passed as `reporter=`."""
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with Reporter() as reporter:
+            return f(*args, reporter=reporter, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def with_elapsed(f: F) -> F:
+    """Run a read-only command with a `Reporter` for elapsed times; Ctrl-C stops it at once."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with Reporter(polite_interrupt=False) as reporter:
             return f(*args, reporter=reporter, **kwargs)
 
     return wrapper  # type: ignore[return-value]

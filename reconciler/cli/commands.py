@@ -34,6 +34,7 @@ from reconciler.cli.base import (
     print_error,
     progress,
     verbosity,
+    with_elapsed,
     with_reporter,
 )
 from reconciler.errors import ManifestInvalid, Stalled
@@ -95,7 +96,8 @@ def main(**kw: Any) -> None:
 @click.option("--file", "file", metavar="MANIFEST", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Validate this manifest file only, without reading the repository.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON on stdout.")
-def validate(file: Path | None, as_json: bool, **kw: Any) -> None:
+@with_elapsed
+def validate(file: Path | None, as_json: bool, reporter: Reporter, **kw: Any) -> None:
     """Check the manifest and compile every module at the branch head; touch no server.
 
     Exit 0 when valid, 1 when not (every problem is listed as FILE:LINE: key.path: message).
@@ -112,7 +114,7 @@ def validate(file: Path | None, as_json: bool, **kw: Any) -> None:
         return
     from reconciler.engine.chain import Engine
 
-    engine = Engine(make_settings(kw), progress)
+    engine = Engine(make_settings(kw), reporter)
     commit = engine.fetch()
     try:
         desired = engine.desired(commit)
@@ -155,7 +157,8 @@ def _warn(warnings: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout.")
 @click.option("--diff", "show_diff", is_flag=True,
               help="Show a unified diff of each changed module against the version the servers run.")
-def plan(clusters: tuple[str, ...], as_json: bool, show_diff: bool, **kw: Any) -> None:
+@with_elapsed
+def plan(clusters: tuple[str, ...], as_json: bool, show_diff: bool, reporter: Reporter, **kw: Any) -> None:
     """Show what apply would change on each server, and why; change nothing.
 
     Exit 0 when every server runs what the commit says, 2 when changes are pending, 1 on error (including a
@@ -164,7 +167,7 @@ def plan(clusters: tuple[str, ...], as_json: bool, show_diff: bool, **kw: Any) -
     from reconciler.cli.render import plan_dict, print_plan
     from reconciler.engine.chain import Engine
 
-    engine = Engine(make_settings(kw), progress)
+    engine = Engine(make_settings(kw), reporter)
     commit = engine.fetch()
     known_clusters(engine, commit, clusters)
     report = engine.plan(list(clusters) or None, commit=commit)

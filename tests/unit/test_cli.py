@@ -392,6 +392,8 @@ def test_reporter_installs_and_restores_its_sigint_handler() -> None:
     with Reporter() as rep:
         assert signal.getsignal(signal.SIGINT) == rep.on_sigint
     assert signal.getsignal(signal.SIGINT) == before
+    with Reporter(polite_interrupt=False):  # plan, validate: they change nothing, Ctrl-C stops them at once
+        assert signal.getsignal(signal.SIGINT) == before
 
 
 def test_every_json_command_has_a_schema_and_docs_name_them() -> None:
