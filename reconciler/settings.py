@@ -7,8 +7,10 @@ model's `safe_dump` masks them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from reconciler.errors import ConfigInvalid, Stalled
 from reconciler.manifest.loader import MAX_BYTES, YamlInvalid, capped, explain_validation, parse_yaml
+from reconciler.manifest.model import KeyPath
 
 
 def default_state_dir() -> Path:
@@ -119,6 +122,7 @@ def load_settings(config: Path | None, overrides: dict[str, Any]) -> Settings:
         if doc.data is not None and not isinstance(doc.data, dict):
             raise ConfigInvalid([f"{name}:{doc.root_line}: expected a mapping of settings at the top level"])
         data.update({str(k).replace("-", "_"): v for k, v in (doc.data or {}).items()})
+        doc = dataclasses.replace(doc, lines=_underscored(doc.lines), key_lines=_underscored(doc.key_lines))
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return Settings.model_validate(data)
@@ -133,6 +137,11 @@ def load_settings(config: Path | None, overrides: dict[str, Any]) -> Settings:
                 lines.append(f"{name}:{line}: {'.'.join(map(str, path))}: {msg}")
         hint = "" if from_file else "correct the option's value; `zato-gitops COMMAND --help` describes each"
         raise ConfigInvalid(*capped(lines), hint=hint) from e
+
+
+def _underscored(lines: Mapping[KeyPath, int]) -> dict[KeyPath, int]:
+    """`confirm-timeout` is read as `confirm_timeout`: its line is found under that name too."""
+    return {(str(p[0]).replace("-", "_"), *p[1:]) if p else p: n for p, n in lines.items()}
 
 
 def _read(config: Path) -> bytes:

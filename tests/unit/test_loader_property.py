@@ -172,6 +172,7 @@ def test_good_cron_windows_pass(window: str) -> None:
     (b"repo: x\nlisten: 127.0.0.1:99999\n", ":2: listen: the port must be at most 65535, got 99999"),
     (b"repo: x\ninterval: !!float abc\n", ":2: interval: cannot read the number 'abc'"),
     (b"repo: x\nrepo: y\n", ":2: repo: duplicate key (first at line 1)"),
+    (b"repo: x\n\nconfirm-timeout: -1\n", ":3: confirm_timeout: must be greater than 0"),
 ])
 def test_config_errors_name_the_line(tmp_path: Path, text: bytes, error: str) -> None:
     e = _config(tmp_path, text)
