@@ -19,6 +19,7 @@ waits (a confirmation, a server's restart), and the first Ctrl-C acknowledged at
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import logging
@@ -37,6 +38,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.status import Status
 
 from reconciler.errors import ReconcilerError
@@ -147,7 +149,7 @@ def handle_errors(f: F) -> F:
 def progress(msg: str) -> None:
     """A `> step` line on stderr (hidden by -q); long commands use a `Reporter` instead."""
     if not verbosity.quiet:
-        err.print(f"[dim]>[/] {msg}", markup=True, highlight=False)
+        err.print(f"[dim]>[/] {escape(msg)}", markup=True, highlight=False)
 
 
 def emit_json(data: Any) -> None:
@@ -164,11 +166,11 @@ def error_document(message: str, hint: str = "", **more: Any) -> dict[str, Any]:
 def print_error(message: str, hint: str = "") -> None:
     """`error: ...` (and its detail lines) and `hint: ...` on stderr."""
     first, _, rest = message.partition("\n")
-    err.print(f"[bold red]error:[/] {first}", markup=True, highlight=False)
+    err.print(f"[bold red]error:[/] {escape(first)}", markup=True, highlight=False)
     if rest:
         err.print(rest, markup=False, highlight=False)
     if hint:
-        err.print(f"[bold]hint:[/] {hint}", markup=True, highlight=False)
+        err.print(f"[bold]hint:[/] {escape(hint)}", markup=True, highlight=False)
 
 
 def _print_error(message: str, hint: str, as_json: bool, **more: Any) -> None:
@@ -181,7 +183,7 @@ def _os_error(e: OSError) -> tuple[str, str]:
     where = f" {e.filename}" if e.filename else ""
     what = e.strerror or str(e) or type(e).__name__
     hint = "check that the path exists and that this user may write it (for the state dir: --state-dir)"
-    if isinstance(e, PermissionError) or e.errno in (30,):  # EROFS
+    if isinstance(e, PermissionError) or e.errno == errno.EROFS:
         hint = "give zato-gitops a writable --state-dir (and check the permissions of the path)"
     return f"cannot use{where}: {what}", hint
 
@@ -322,7 +324,7 @@ class Reporter:
                 self._status.stop()
                 self._status = None
         if not verbosity.quiet:
-            self.console.print(f"[dim]>[/] {msg}", markup=True, highlight=False)
+            self.console.print(f"[dim]>[/] {escape(msg)}", markup=True, highlight=False)
 
     def tick(self) -> None:
         """Show the elapsed time of the current step if it is long enough (called by the ticker thread)."""
@@ -334,7 +336,7 @@ class Reporter:
             elapsed = self.clock() - self.started
             if elapsed < self.after:
                 return
-            text = f"{self.step} ({elapsed:.0f} s)"
+            text = f"{escape(self.step)} ({elapsed:.0f} s)"
             if self.console.is_terminal:
                 if self._status is None:
                     self._status = self.console.status(text)
@@ -343,14 +345,14 @@ class Reporter:
                     self._status.update(text)
             elif elapsed - self._said >= self.every:
                 self._said = elapsed
-                self.console.print(f"[dim]>[/] {self.step} (still waiting, {elapsed:.0f} s)", markup=True,
+                self.console.print(f"[dim]>[/] {escape(self.step)} (still waiting, {elapsed:.0f} s)", markup=True,
                                    highlight=False)
 
     def on_sigint(self, signum: int, frame: FrameType | None) -> None:
         if self.stop.is_set():
             raise KeyboardInterrupt
         self.stop.set()
-        step = f" ({self.step})" if self.step else ""
+        step = f" ({escape(self.step)})" if self.step else ""
         self.console.print(f"[yellow]interrupt:[/] finishing the current step{step}, then stopping; "
                            "Ctrl-C again to abort at once", markup=True, highlight=False)
 

@@ -446,3 +446,9 @@ def test_no_command_prints_the_help_and_exits_64() -> None:
     assert result.exit_code == EX_USAGE and result.stdout.startswith("Usage: ")
     assert CliRunner().invoke(main, ["--version"]).exit_code == 0
     assert CliRunner().invoke(main, ["plan", "--help"]).exit_code == 0
+
+
+def test_messages_with_brackets_are_printed_as_written(tmp_path: Path) -> None:
+    """Rich markup never eats part of a message: `[bold]` in a path stays, as known_hosts' `[host]:port` does."""
+    result = CliRunner().invoke(main, ["rollouts", "cancel", "[bold]x", "--repo", "x", "--state-dir", str(tmp_path)])
+    assert result.stderr.startswith("error: '[bold]x' names no rollout")
