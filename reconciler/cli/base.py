@@ -6,7 +6,8 @@ its neighbours. So the failure path is not written per command: `Cli.main` wraps
 * A `ReconcilerError` is one `error:` line (plus its detail lines) and a `hint:` line on stderr, exit 1.
 * A usage mistake (unknown option, missing argument, bad value) exits 64 (EX_USAGE from sysexits.h), so it can
   never be mistaken for `plan`'s 2 ("changes pending").
-* An `OSError` (a read-only --state-dir, a full disk) is named with its path, exit 1.
+* An `OSError` (a read-only --state-dir, a full disk) is named with its path, exit 1; so is a state database
+  (`state_db`) that stops answering.
 * Anything else is a bug in zato-gitops: one line saying so, the traceback only with `--debug`, exit 1.
 * With `--json` anywhere on the line, stdout carries exactly one JSON document whatever happens: the command's,
   or `{"error": ..., "hint": ...}` (shapes in reconciler/cli/schemas/).
@@ -40,7 +41,9 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
+from sqlalchemy.exc import SQLAlchemyError
 
+from reconciler.db import first_line
 from reconciler.errors import ReconcilerError
 from reconciler.settings import Settings, load_settings
 
@@ -259,6 +262,10 @@ class Cli(click.Group):
             return EXIT_ERROR
         except ReconcilerError as e:
             _print_error(e.message, e.hint, as_json, kind=type(e).__name__)
+            return EXIT_ERROR
+        except SQLAlchemyError as e:  # the state database (state_db) went away under a command
+            _print_error(f"the state database cannot be used: {first_line(e)}",
+                         "check `state_db` in the config and that the database answers", as_json, kind="Transient")
             return EXIT_ERROR
         except KeyboardInterrupt:
             _print_error("interrupted", "", as_json)

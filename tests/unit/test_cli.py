@@ -452,3 +452,13 @@ def test_messages_with_brackets_are_printed_as_written(tmp_path: Path) -> None:
     """Rich markup never eats part of a message: `[bold]` in a path stays, as known_hosts' `[host]:port` does."""
     result = CliRunner().invoke(main, ["rollouts", "cancel", "[bold]x", "--repo", "x", "--state-dir", str(tmp_path)])
     assert result.stderr.startswith("error: '[bold]x' names no rollout")
+
+
+def test_a_state_database_that_does_not_answer_is_one_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text('repo: x\nstate_db: "postgresql+psycopg://nobody@127.0.0.1:1/x"\n')
+    result = CliRunner().invoke(main, ["rollouts", "--config", str(cfg), "--state-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    data = doc(result)
+    valid("error", data)
+    assert data["error"].startswith("the state database cannot be used: ") and data["kind"] == "Transient"
