@@ -462,3 +462,23 @@ def test_a_state_database_that_does_not_answer_is_one_error(tmp_path: Path) -> N
     data = doc(result)
     valid("error", data)
     assert data["error"].startswith("the state database cannot be used: ") and data["kind"] == "Transient"
+
+
+def test_reporter_on_a_terminal_draws_a_status_line_with_the_elapsed_seconds() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    buf = StringIO()
+    now = [0.0]
+    console = Console(file=buf, force_terminal=True, width=100)
+    rep = Reporter(after=3, console=console, clock=lambda: now[0])
+    rep("prod: waiting for server1, server2 to confirm in logs/server.log")
+    now[0] = 7
+    rep.tick()
+    assert rep._status is not None
+    now[0] = 9
+    rep.tick()
+    rep("prod/server1: confirmed crm.py")  # a new step ends the status line
+    assert rep._status is None
+    assert "(9 s)" in buf.getvalue() or "(7 s)" in buf.getvalue()
