@@ -99,10 +99,11 @@ def _print_hot(console: Console, report: PlanReport, cp: ClusterPlan, head: str)
     n = len(cp.hot_deploys)
     console.print(Text(f"{head}: {n} module{'s' if n != 1 else ''} to hot-deploy", style="bold"))
     table = Table(box=None, padding=(0, 2), pad_edge=False, show_header=True)
-    table.add_column("  module", no_wrap=True)
+    # 80 columns: a long module path folds onto more lines, it is never cut
+    table.add_column("  module", overflow="fold", min_width=12)
     table.add_column("change", no_wrap=True)
     table.add_column("sha256 server -> repo", no_wrap=True)
-    table.add_column("differs on")
+    table.add_column("differs on", overflow="fold")
     for h in cp.hot_deploys:
         olds = sorted({short(d.old_sha256) for d in h.diffs})
         table.add_row(

@@ -347,6 +347,13 @@ def test_tables_fit_80_columns_and_keep_the_commit(world: World) -> None:
     assert result.exit_code == 0
     assert all(len(line) <= 80 for line in result.stdout.splitlines()), result.stdout
     assert world.commit[:8] in result.stdout
+    long = "services/" + "customer_relationship_management_" * 3 + "api.py"
+    world.bed.commit({long: "x = 1\n"}, "a long path")
+    plan = CliRunner(env=env).invoke(main, ["plan", "--cluster", "prod", "--repo", str(world.bed.origin),
+                                            "--state-dir", str(world.state)])
+    assert plan.exit_code == 2
+    assert all(len(line) <= 80 for line in plan.stdout.splitlines()), plan.stdout
+    assert long in plan.stdout.replace("\n", "").replace(" ", "")  # folded, not cut
 
 
 def test_completion_scripts() -> None:
