@@ -162,7 +162,7 @@ def print_apply(console: Console, result: ApplyReport) -> None:
         return
     table = Table(title=f"Hot-deploy outcome for commit {rep.commit[:12]}", title_justify="left")
     for col in ("cluster", "server", "modules", "outcome"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # a long name wraps, it is never cut to "..."
     for c, servers in result.results.items():
         for s, r in servers.items():
             mods = ", ".join(f"{m} {v}" for m, v in sorted(r.modules.items()))
@@ -235,7 +235,7 @@ def print_rollout_outcome(console: Console, rollout: Rollout, outcomes: Sequence
                        f"{rollout.status}", style=style))
     table = Table()
     for col in ("server", "outcome", "took", "files"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for o in outcomes:
         ok = o.outcome in ("ready", "unchanged")
         table.add_row(o.server, Text(o.outcome, style="green" if ok else "red"),
