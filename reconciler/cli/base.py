@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -86,6 +86,7 @@ def _set_flag(name: str) -> Callable[[click.Context, click.Parameter, bool], Non
     def callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
         if value:
             setattr(verbosity, name, True)
+            _levels()
     return callback
 
 
@@ -191,10 +192,35 @@ def _os_error(e: OSError) -> tuple[str, str]:
     return f"cannot use{where}: {what}", hint
 
 
-def _quiet_libraries(debug: bool) -> None:
-    """Library log records (paramiko's "Error reading SSH protocol banner" traceback) stay off the terminal."""
+class _ToStderr(logging.Handler):
+    """Our own log records as `warning: ...` lines on the current stderr (the `err` console)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            word = "warning" if record.levelno < logging.ERROR else "error"
+            text = record.getMessage() if record.levelno >= logging.WARNING else f"  {record.getMessage()}"
+            err.print(f"{word}: {text}" if record.levelno >= logging.WARNING else text, markup=False, highlight=False)
+        except Exception:
+            self.handleError(record)
+
+
+_OURS = ("reconciler", "zato_gitops")
+_handler = _ToStderr()
+
+
+def _setup_logging(debug: bool) -> None:
+    """Our warnings reach stderr as `warning:` lines; library records (paramiko's "Error reading SSH protocol
+    banner" traceback) never do, except with --debug."""
     root = logging.getLogger()
+    for name in _OURS:
+        logger = logging.getLogger(name)
+        if _handler not in logger.handlers:
+            logger.addHandler(_handler)
+        logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+        logger.propagate = debug
+    paramiko = logging.getLogger("paramiko")
     if debug:
+        paramiko.propagate = True
         if not any(isinstance(h, logging.StreamHandler) for h in root.handlers):
             handler = logging.StreamHandler(sys.stderr)
             handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -203,20 +229,46 @@ def _quiet_libraries(debug: bool) -> None:
         return
     if not root.handlers:
         root.addHandler(logging.NullHandler())  # no handler at all would send WARNING+ to stderr (lastResort)
-    paramiko = logging.getLogger("paramiko")
     paramiko.propagate = False
     if not paramiko.handlers:
         paramiko.addHandler(logging.NullHandler())
 
 
-def _verbose_logs() -> None:
-    logger = logging.getLogger("zato_gitops")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("  %(name)s: %(message)s"))
-        for name in ("zato_gitops", "reconciler"):
-            logging.getLogger(name).addHandler(handler)
-            logging.getLogger(name).setLevel(logging.INFO)
+@contextlib.contextmanager
+def _cli_logging(debug: bool) -> Iterator[None]:
+    """The command's logging set up for the terminal, and the loggers as they were afterwards (a CLI called in a
+    test or from another program leaves no handler or level behind)."""
+    names = ("", "paramiko", *_OURS)
+    saved = {n: (logging.getLogger(n).level, logging.getLogger(n).propagate, list(logging.getLogger(n).handlers))
+             for n in names}
+    try:
+        _setup_logging(debug)
+        yield
+    finally:
+        for n, (level, propagate, handlers) in saved.items():
+            logger = logging.getLogger(n)
+            logger.setLevel(level)
+            logger.propagate = propagate
+            logger.handlers[:] = handlers
+
+
+def daemon_logging() -> None:
+    """`run`: the daemon's log handler (daemon/logsetup) takes every record, ours and paramiko's warnings."""
+    for name in _OURS:
+        logger = logging.getLogger(name)
+        logger.removeHandler(_handler)
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
+    logging.getLogger("paramiko").propagate = True
+
+
+def _levels() -> None:
+    """-v shows our info messages too, -q only errors (the flags are known once the line is parsed)."""
+    if verbosity.debug:
+        return
+    level = logging.INFO if verbosity.verbose else logging.ERROR if verbosity.quiet else logging.WARNING
+    for name in _OURS:
+        logging.getLogger(name).setLevel(level)
 
 
 class Cli(click.Group):
@@ -232,10 +284,10 @@ class Cli(click.Group):
         debug = "--debug" in words
         verbosity.quiet = verbosity.verbose = verbosity.debug = False
         out.width = _width(sys.stdout)
-        _quiet_libraries(debug)
-        if not standalone_mode:  # a caller that handles exceptions itself
-            return super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
-        code = self._run(argv, prog_name, complete_var, as_json, debug, extra)
+        with _cli_logging(debug):
+            if not standalone_mode:  # a caller that handles exceptions itself
+                return super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+            code = self._run(argv, prog_name, complete_var, as_json, debug, extra)
         sys.exit(code)
 
     def _run(self, argv: list[str], prog_name: str | None, complete_var: str | None, as_json: bool, debug: bool,
@@ -291,10 +343,6 @@ class Cli(click.Group):
             )
             return EXIT_ERROR
 
-    def invoke(self, ctx: click.Context) -> Any:
-        if verbosity.verbose or verbosity.debug:
-            _verbose_logs()
-        return super().invoke(ctx)
 
 
 # --- progress, elapsed time and Ctrl-C ---------------------------------------------------------------------------

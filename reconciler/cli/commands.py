@@ -24,6 +24,7 @@ from reconciler.cli.base import (
     Cli,
     Reporter,
     common_options,
+    daemon_logging,
     emit_json,
     err,
     handle_errors,
@@ -294,9 +295,7 @@ def run(listen: str | None, interval: float | None, log_format: str | None, **kw
         check_listen(settings.listen)
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     logs.setup(settings.log_format, secrets=[secret] if secret else [])
-    import logging
-
-    logging.getLogger("paramiko").propagate = True  # the daemon's log (not a terminal) keeps paramiko's warnings
+    daemon_logging()  # the daemon's log (journald, not a terminal) keeps every warning, paramiko's included
     sys.exit(Daemon(settings).run())
 
 

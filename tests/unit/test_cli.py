@@ -244,26 +244,6 @@ def test_a_bug_is_one_line_and_the_traceback_only_with_debug(monkeypatch: pytest
     assert "Traceback (most recent call last)" in debug.stderr and debug.exit_code == 1
 
 
-def test_paramiko_never_prints_to_the_terminal() -> None:
-    import logging
-
-    CliRunner().invoke(main, ["docs"])
-    logger = logging.getLogger("paramiko.transport")
-    assert not logger.isEnabledFor(logging.ERROR) or not any(
-        isinstance(h, logging.StreamHandler) and not isinstance(h, logging.NullHandler)
-        for h in _handlers(logger))
-
-
-def _handlers(logger: Any) -> list[Any]:
-    found = []
-    while logger is not None:
-        found += logger.handlers
-        if not logger.propagate:
-            break
-        logger = logger.parent
-    return [h for h in found if type(h).__module__ == "logging"]
-
-
 # --- things people expect -----------------------------------------------------------------------------------------
 
 def test_common_options_anywhere_and_quiet(world: World) -> None:
@@ -489,3 +469,28 @@ def test_reporter_on_a_terminal_draws_a_status_line_with_the_elapsed_seconds() -
     rep("prod/server1: confirmed crm.py")  # a new step ends the status line
     assert rep._status is None
     assert "(9 s)" in buf.getvalue() or "(7 s)" in buf.getvalue()
+
+
+@pytest.mark.parametrize(("flags", "shown"), [
+    ([], {"warning: the fact cache is stale"}),
+    (["-q"], set()),
+    (["-v"], {"warning: the fact cache is stale", "re-pointing the clone"}),
+])
+def test_our_warnings_are_shown_library_logs_never(monkeypatch: pytest.MonkeyPatch, flags: list[str],
+                                                   shown: set[str]) -> None:
+    import logging
+
+    import reconciler.manifest.schema as schema_module
+
+    def logging_schema() -> dict[str, Any]:
+        logging.getLogger("reconciler.engine.facts").warning("the fact cache is stale")
+        logging.getLogger("reconciler.gitrepo.source").info("re-pointing the clone")
+        logging.getLogger("paramiko.transport").error("Exception (client): Error reading SSH protocol banner")
+        return {}
+
+    monkeypatch.setattr(schema_module, "json_schema", logging_schema)
+    result = CliRunner().invoke(main, ["schema", *flags])
+    assert result.exit_code == 0
+    for text in ("warning: the fact cache is stale", "re-pointing the clone"):
+        assert (text in result.stderr) == (text in shown), result.stderr
+    assert "SSH protocol banner" not in result.stderr
