@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from reconciler.cli.render import GOOD, NEUTRAL
+from reconciler.errors import Transient
 from reconciler.settings import Settings
 
 
@@ -25,7 +26,11 @@ def offline_status(settings: Settings) -> dict[str, Any]:
     """The /api/status document, from the state dir alone (no daemon runs)."""
     from reconciler.daemon.conditions import StatusStore
 
-    data = StatusStore.for_settings(settings).load().to_dict()
+    store = StatusStore.for_settings(settings).load()
+    if store.db_error:
+        raise Transient(f"the state database cannot be used: {store.db_error}",
+                        hint="check `state_db` in the config and that the database answers")
+    data = store.to_dict()
     data["daemon"] = {}
     for cl in data.get("clusters") or []:
         _not_reconciling(cl)
@@ -119,7 +124,9 @@ def print_status(console: Console, data: dict[str, Any], *, running: bool, state
     d = data.get("daemon") or {}
     src = data.get("source") or {}
     if running:
-        console.print(f"daemon pid {d.get('pid')} at {d.get('url')}, started {d.get('started')}")
+        two_nodes = d.get("role") and not str(d.get("role_reason", "")).startswith("single node")
+        role = f"; {d['role']}: {d.get('role_reason', '')}" if two_nodes else ""
+        console.print(f"daemon pid {d.get('pid')} at {d.get('url')}, started {d.get('started')}{role}")
     else:
         console.print(f"no daemon runs on {state_dir}; from its records:")
     if src.get("revision") or src.get("last_poll_at_iso"):
