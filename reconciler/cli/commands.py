@@ -507,8 +507,9 @@ def output_schema(name: str) -> str:
     return files("reconciler.cli").joinpath("schemas", f"{name}.schema.json").read_text(encoding="utf-8")
 
 
-OUTPUTS = ("apply", "error", "history", "plan", "rollouts", "rollouts-cancel", "rollouts-resume", "status",
-           "validate")
+#: the --json outputs whose JSON Schema ships in reconciler/cli/schemas/ (rollback: the command h11 adds)
+OUTPUTS = ("apply", "error", "history", "plan", "rollback", "rollouts", "rollouts-cancel", "rollouts-resume",
+           "status", "validate")
 
 
 @main.command()

@@ -494,3 +494,13 @@ def test_our_warnings_are_shown_library_logs_never(monkeypatch: pytest.MonkeyPat
     for text in ("warning: the fact cache is stale", "re-pointing the clone"):
         assert (text in result.stderr) == (text in shown), result.stderr
     assert "SSH protocol banner" not in result.stderr
+
+
+def test_every_shipped_schema_is_valid_and_printable() -> None:
+    from reconciler.cli.commands import OUTPUTS
+
+    for name in OUTPUTS:
+        result = CliRunner().invoke(main, ["schema", name])
+        assert result.exit_code == 0
+        jsonschema.Draft202012Validator.check_schema(json.loads(result.stdout))
+    assert sorted(p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json")) == sorted(OUTPUTS)
