@@ -281,7 +281,7 @@ def run(listen: str | None, interval: float | None, log_format: str | None, **kw
     Endpoints on --listen: GET /healthz /readyz /metrics /api/status; POST /hooks/github, /hooks/gitlab,
     /hooks/gitea, /hooks/generic (signed with webhook_secret from the --config file). Other settings
     (drift_interval, jitter, retry_backoff, retry_backoff_max, webhook_secret, notify_urls, notify_format,
-    job_store) come from the --config file; see deploy/config.example.yaml.
+    state_db, failover_timeout) come from the --config file; `zato-gitops docs cli` lists them all.
 
     One daemon per state dir. SIGTERM finishes the current server step, never leaves a server stopped,
     writes the status and exits 0.
