@@ -325,6 +325,7 @@ class RolloutRunner:
             if files.staged(transport, tdir):
                 files.rollback(transport, tdir)
                 self.say(server, "previous files put back")
+            self.say(server, "restarting on its previous files: stopping, then waiting for it to start again")
             ctl.stop(timeout)
             ctl.start(timeout)
             ready = ctl.wait_ready(self._mark(rid, server, restart), timeout)
