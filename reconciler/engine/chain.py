@@ -32,6 +32,9 @@ from reconciler.core.state import Desired, ObservedServer
 from reconciler.engine.results import ApplyReport, PlanReport
 from reconciler.engine.scheduler import PERSISTENT, cron_trigger, make_scheduler, runtime
 from reconciler.errors import Busy, Stalled
+from reconciler.githost.client import State, client_for
+from reconciler.githost.statuses import ResultHook, StatusPoster, StatusUpdate
+from reconciler.gitrepo import trust
 from reconciler.gitrepo.notes import Audit, PushResult, format_at
 from reconciler.gitrepo.source import Source
 from reconciler.locks import LockHeld, PidLock
@@ -89,6 +92,9 @@ class Engine:
         #: the daemon's running scheduler; None in a one-shot command (a temporary one persists window jobs)
         self.scheduler: BackgroundScheduler | None = None
         self.by = f"{getpass.getuser()}@{socket.gethostname()}"
+        #: counts each commit status posted, retried or given up (the daemon points it at /metrics)
+        self.status_hook: ResultHook | None = None
+        self._statuses: StatusPoster | None = None
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -106,10 +112,51 @@ class Engine:
 
     # --- steps ---------------------------------------------------------------------------------------------
     def fetch(self) -> str:
+        """Fetch the branch head and check that it may be applied (`trust.Untrusted` when not)."""
         self.progress(f"fetching {self.settings.branch}")
         commit = self.source.fetch()
         self.progress(f"commit {commit[:12]}")
+        self.check_trust(commit)
         return commit
+
+    def check_trust(self, commit: str) -> None:
+        """Refuse a head that is not signed by an allowed key, or that rewrites the applied history."""
+        v = self.settings.verify
+        if v.signatures != "off":
+            sig = trust.check_signed(self.source, commit, v.signatures, v.allowed_signers)
+            self.progress(f"commit {commit[:12]}: {sig.describe()}")
+        if not v.allow_history_rewrite:
+            trust.check_descends(self.source, self.settings.branch, commit)
+
+    # --- commit statuses -----------------------------------------------------------------------------------
+    @property
+    def statuses(self) -> StatusPoster | None:
+        """The commit status poster when `git_host` is configured and its token is there, else None."""
+        host = self.settings.git_host
+        if host is None:
+            return None
+        if self._statuses is None:
+            if not host.token():
+                self.progress(f"commit statuses are off: the environment variable {host.token_env} is empty")
+                return None
+            self._statuses = StatusPoster(client_for(host), retries=host.retries, retry_delay=host.retry_delay,
+                                          on_result=lambda r, u: self.status_hook(r, u) if self.status_hook else None)
+        return self._statuses
+
+    def post_status(self, commit: str, cluster: str, ok: bool | None, description: str) -> None:
+        poster = self.statuses
+        if poster is None:
+            return
+        state: State = "pending" if ok is None else "success" if ok else "failure"
+        poster.post(StatusUpdate(commit, cluster, state, description, self.settings.external_url))
+
+    def close(self) -> None:
+        """Let queued commit statuses go out (bounded by their retries), then stop the poster."""
+        if self._statuses is not None:
+            host = self.settings.git_host
+            bound = (host.timeout + host.retry_delay * 2 ** host.retries) * (host.retries + 1) if host else 30.0
+            self._statuses.flush(bound)
+            self._statuses.close()
 
     def desired(self, commit: str) -> Desired:
         return build_desired(self.source, commit, self.settings.manifest)
@@ -137,31 +184,52 @@ class Engine:
         with a `rollout.window`, as a persisted job waiting for the window. A rollout interrupted earlier (the
         reconciler was killed) is finished first, at the server where it stopped."""
         with self.locked():
-            commit = commit or self.fetch()
             run_id = uuid.uuid4().hex[:12]
+            try:
+                commit = commit or self.fetch()
+            except trust.Untrusted as e:
+                self._record(e.commit, [self._record_base(run_id, e.commit) | {
+                    "action": "refused", "outcome": "failed", "detail": e.message}])
+                raise
             try:
                 desired = self.desired(commit)
             except Stalled as e:
                 self._record(commit, [self._record_base(run_id, commit) | {
                     "action": "refused", "outcome": "failed", "detail": e.message}])
                 raise
-            result = ApplyReport(PlanReport(commit, desired, {}, plan(desired, {}), []), run_id=run_id)
-            records: list[dict[str, Any]] = []
-            with self.connections() as conns:
-                for rollout in self.store.all(("running",)):
-                    if only is None or rollout.cluster in only:
-                        records += self._run_rollout(rollout.id, conns, result)
-                report = self.observe(desired, conns, only)
-                result.report = report
-                for cluster_plan in report.plan.clusters:
-                    if not cluster_plan.empty:
-                        records += self._apply_cluster(run_id, desired, report, cluster_plan, conns, result)
-                for c, s, err in report.unreachable:
-                    records.append(self._record_base(run_id, commit) | {
-                        "cluster": c, "server": s, "action": "observe", "outcome": "failed", "detail": err.message})
-            if records:
-                result.note = self._record(commit, records)
+            names = [c.name for c in desired.clusters if only is None or c.name in only]
+            for name in names:
+                self.post_status(commit, name, None, f"deploying {commit[:12]}")
+            try:
+                result = self._apply_commit(commit, desired, run_id, only)
+            except Exception as e:
+                for name in names:
+                    self.post_status(commit, name, False, f"error: {e}".splitlines()[0])
+                raise
+            trust.mark_applied(self.source, self.settings.branch, commit)
+            for name in names:
+                ok, why = cluster_status(result, name)
+                self.post_status(commit, name, ok, why)
             return result
+
+    def _apply_commit(self, commit: str, desired: Desired, run_id: str, only: list[str] | None) -> ApplyReport:
+        result = ApplyReport(PlanReport(commit, desired, {}, plan(desired, {}), []), run_id=run_id)
+        records: list[dict[str, Any]] = []
+        with self.connections() as conns:
+            for rollout in self.store.all(("running",)):
+                if only is None or rollout.cluster in only:
+                    records += self._run_rollout(rollout.id, conns, result)
+            report = self.observe(desired, conns, only)
+            result.report = report
+            for cluster_plan in report.plan.clusters:
+                if not cluster_plan.empty:
+                    records += self._apply_cluster(run_id, desired, report, cluster_plan, conns, result)
+            for c, s, err in report.unreachable:
+                records.append(self._record_base(run_id, commit) | {
+                    "cluster": c, "server": s, "action": "observe", "outcome": "failed", "detail": err.message})
+        if records:
+            result.note = self._record(commit, records)
+        return result
 
     def _apply_cluster(
         self, run_id: str, desired: Desired, report: PlanReport, cluster_plan: ClusterPlan, conns: Connections,
@@ -340,6 +408,27 @@ class Engine:
         self.progress(f"recording {len(records)} record{'s' if len(records) != 1 else ''} on {commit[:12]}")
         return self.audit.record(commit, records)
 
+
+
+def cluster_status(result: ApplyReport, name: str) -> tuple[bool | None, str]:
+    """One cluster's outcome for its commit status: ok (None while a restart waits for its window) and why."""
+    if name in result.refused:
+        return False, result.refused[name][0]
+    unreachable = [s for c, s, _ in result.report.unreachable if c == name]
+    if unreachable:
+        return False, f"cannot reach {', '.join(unreachable)}"
+    servers = result.results.get(name) or {}
+    bad = sorted(s for s, r in servers.items() if not r.ok)
+    if bad:
+        return False, f"not confirmed on {', '.join(bad)}"
+    rollout = result.rollouts.get(name)
+    if rollout is not None and rollout[0].status != "finished":
+        return False, f"rolling restart {rollout[0].id} {rollout[0].status}: {rollout[0].message}"
+    if name in result.scheduled:
+        rid, when = result.scheduled[name]
+        return None, f"hot-deploys done; rolling restart {rid} waits for its window ({when})"
+    n = len(servers)
+    return True, f"every server runs {result.report.commit[:12]}" + (f" ({n} confirmed)" if n else "")
 
 
 def window_open(window: str, now: datetime) -> bool:

@@ -16,7 +16,8 @@ PKG = Path(__file__).resolve().parents[2] / "reconciler"
 
 FLOORS: list[tuple[int, tuple[str, ...]]] = [
     (0, ("__init__", "__version__", "errors", "settings", "zato", "manifest", "transport", "locks", "core",
-         "core.state", "gitrepo", "gitrepo.source", "engine.scheduler", "daemon.logsetup")),
+         "core.state", "gitrepo", "gitrepo.source", "gitrepo.trust", "githost", "engine.scheduler",
+         "daemon.logsetup")),
     (1, ("observe", "core.desired")),
     (2, ("core.plan",)),
     (3, ("apply", "gitrepo.notes", "engine.results", "cli.render")),
