@@ -106,7 +106,9 @@ def signature(source: Source, commit: str, mode: Mode, allowed: Path | None) -> 
         finally:
             source.repo.git.update_environment(**old)
     status, signer, key = ([*info.out.splitlines(), "", "", ""])[:3] if info.ok else ("N", "", "")
-    return verify.ok and status in ("G", "U"), Signature(status.strip() or "N", signer.strip(), key.strip())
+    sig = Signature(status.strip() or "N", signer.strip(), key.strip())
+    # ssh: `U` is a good signature by a key no allowed signer has; gpg: every key of our own keyring is allowed
+    return verify.ok and sig.status in (("G",) if mode == "ssh" else ("G", "U")), sig
 
 
 def _verify_config(source: Source, mode: Mode, allowed: Path | None) -> tuple[list[str], dict[str, str]]:
