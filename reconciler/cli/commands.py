@@ -137,28 +137,108 @@ def validate(file: Path | None, **kw: Any) -> None:
     out.print(f"commit {commit[:12]}: valid ({len(desired.clusters)} clusters, {n} hot-deploy modules)")
 
 
+REF_HELP = ("Plan this ref instead of the branch head, fetched from the origin: a branch, a commit SHA, "
+            "refs/pull/N/head (GitHub, Gitea) or refs/merge-requests/N/head (GitLab).")
+
+
+def _planned(engine: Any, ref: str | None, only: list[str] | None) -> tuple[Any, Any, str, list[str]]:
+    """(plan report, release view, commit, problems): a refused commit gives no report and its problems."""
+    from reconciler.errors import ManifestInvalid, ModulesInvalid
+
+    commit = engine.fetch_ref(ref) if ref else engine.fetch()
+    try:
+        report = engine.plan(only, commit=commit)
+    except (ManifestInvalid, ModulesInvalid) as e:
+        return None, None, commit, e.errors
+    return report, engine.release(report), commit, []
+
+
+def _markdown(report: Any, release: Any, commit: str, problems: list[str], ref: str) -> str:
+    from reconciler.cli.markdown import render
+
+    if report is None:
+        return render(None, ref=ref, commit=commit, problems=problems)
+    return render(
+        release, ref=ref, commit=commit,
+        zato_versions={c.cluster: c.zato_version for c in report.plan.clusters},
+        unreachable=[(c, s, e.message) for c, s, e in report.unreachable], warnings=list(report.plan.warnings),
+    )
+
+
 @main.command()
 @common_options
 @click.option("--cluster", "clusters", multiple=True, metavar="NAME", help="Only this cluster (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout.")
+@click.option("--ref", metavar="REF", help=REF_HELP)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]),
+              help="text for people, json for scripts, markdown for a pull request comment.  [default: text]")
+@click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
 @handle_errors
-def plan(clusters: tuple[str, ...], as_json: bool, **kw: Any) -> None:
-    """Show what apply would change on each server, and why; change nothing.
+def plan(clusters: tuple[str, ...], ref: str | None, fmt: str | None, as_json: bool, **kw: Any) -> None:
+    """Show what apply would change on each server, and why, down to Zato services; change nothing.
+
+    For every changed module the plan names the Zato services it adds, changes and removes (read from the
+    source, never imported), the servers it reaches and the restarts a static change causes, and it names
+    modules still deployed on a server that the commit no longer has.
 
     Exit 0 when every server runs what the commit says, 2 when changes are pending, 1 on error (including a
-    server that could not be observed).
+    server that could not be observed, and, with --format markdown, a commit that would be refused).
     """
-    from reconciler.cli.render import plan_dict, print_plan
+    from reconciler.cli.render import plan_dict, print_plan, print_release
     from reconciler.engine.chain import Engine
 
-    report = Engine(make_settings(kw), progress).plan(list(clusters) or None)
-    if as_json:
-        click.echo(json.dumps(plan_dict(report), indent=2))
+    fmt = "json" if as_json else (fmt or "text")
+    engine = Engine(make_settings(kw), progress)
+    if fmt == "markdown":
+        report, release, commit, problems = _planned(engine, ref, list(clusters) or None)
+        click.echo(_markdown(report, release, commit, problems, ref or engine.settings.branch), nl=False)
+        if report is None or not report.complete:
+            sys.exit(EXIT_ERROR)
+        sys.exit(EXIT_OK if report.plan.empty else EXIT_CHANGES)
+    commit = engine.fetch_ref(ref) if ref else engine.fetch()
+    report = engine.plan(list(clusters) or None, commit=commit)
+    release = engine.release(report)
+    if fmt == "json":
+        click.echo(json.dumps(plan_dict(report) | {"ref": ref or engine.settings.branch,
+                                                   "release": release.to_dict()}, indent=2))
     else:
         print_plan(out, report)
+        print_release(out, release)
     if not report.complete:
         sys.exit(EXIT_ERROR)
     sys.exit(EXIT_OK if report.plan.empty else EXIT_CHANGES)
+
+
+@main.command()
+@common_options
+@click.option("--ref", metavar="REF", required=True, help=REF_HELP)
+@click.option("--pr", "pr", type=int, required=True, metavar="N",
+              help="The pull request (GitHub, Gitea) or merge request iid (GitLab) to comment on.")
+@click.option("--cluster", "clusters", multiple=True, metavar="NAME", help="Only this cluster (repeatable).")
+@handle_errors
+def comment(ref: str, pr: int, clusters: tuple[str, ...], **kw: Any) -> None:
+    """Post the plan of REF as a comment on pull request N, or update the one posted before.
+
+    The git host comes from `git_host:` in the --config file (provider github, gitlab or gitea, api_url,
+    repository, token_env); the token is read from the environment variable token_env names. zato-gitops keeps
+    one comment per pull request, found again by a hidden marker, and edits it on every run.
+
+    Exit 0 when the comment is posted and the plan is complete, 1 when the commit would be refused or a server
+    could not be observed (the comment says so), or on error.
+    """
+    from reconciler.engine.chain import Engine
+    from reconciler.errors import Stalled
+    from reconciler.githost.client import client_for
+
+    settings = make_settings(kw)
+    if settings.git_host is None:
+        raise Stalled("no git host configured", hint="add `git_host:` (provider, api_url, repository, token_env) "
+                                                    "to the --config file")
+    client = client_for(settings.git_host)
+    engine = Engine(settings, progress)
+    report, release, commit, problems = _planned(engine, ref, list(clusters) or None)
+    what, cid = client.upsert_comment(pr, _markdown(report, release, commit, problems, ref))
+    out.print(f"plan of {ref} ({commit[:12]}): comment {cid} {what} on #{pr}")
+    sys.exit(EXIT_OK if report is not None and report.complete else EXIT_ERROR)
 
 
 @main.command()
@@ -181,9 +261,52 @@ def apply(clusters: tuple[str, ...], confirm_timeout: float | None, as_json: boo
 
     engine = Engine(make_settings(kw), progress)
     engine.confirm_timeout_override = confirm_timeout
-    result = engine.apply(list(clusters) or None)
+    try:
+        result = engine.apply(list(clusters) or None)
+    finally:
+        engine.close()  # the commit statuses still queued go out (each a few tries at most)
     if as_json:
         click.echo(json.dumps(apply_dict(result), indent=2))
+    else:
+        print_apply(out, result)
+    sys.exit(EXIT_OK if result.ok else EXIT_ERROR)
+
+
+@main.command()
+@common_options
+@click.option("--to", "to", required=True, metavar="COMMIT", help="The commit whose tree the branch goes back to.")
+@click.option("--message", "message", metavar="TEXT", help="First line of the rollback commit's message "
+              "(default: Roll back to COMMIT).")
+@click.option("--no-apply", "no_apply", is_flag=True,
+              help="Only push the rollback commit; the daemon (or a later apply) installs it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rollback (and the apply) as JSON on stdout.")
+@handle_errors
+def rollback(to: str, message: str | None, no_apply: bool, as_json: bool, **kw: Any) -> None:
+    """Roll the branch back to COMMIT through git, then apply it.
+
+    Creates a new commit on the branch whose tree equals COMMIT's tree, with a message naming both commits and who
+    ran it, and pushes it (refused, with nothing changed, when the branch moved meanwhile). Then applies it like
+    any commit, unless --no-apply. History is never rewritten, so the daemon never undoes a rollback: it is the
+    newest commit. Exit 0 when pushed (and applied everywhere), 1 otherwise.
+    """
+    from reconciler.cli.render import apply_dict, print_apply
+    from reconciler.engine.chain import Engine
+
+    engine = Engine(make_settings(kw), progress)
+    try:
+        made = engine.rollback(to, message)
+        data: dict[str, Any] = {"commit": made.commit, "to": made.to, "from": made.parent, "applied": None}
+        if not as_json:
+            out.print(f"rollback commit {made.commit[:12]}: the tree of {made.to[:12]}, on top of {made.parent[:12]}")
+        if no_apply:
+            if as_json:
+                click.echo(json.dumps(data, indent=2))
+            sys.exit(EXIT_OK)
+        result = engine.apply(commit=made.commit)
+    finally:
+        engine.close()
+    if as_json:
+        click.echo(json.dumps(data | {"applied": apply_dict(result)}, indent=2))
     else:
         print_apply(out, result)
     sys.exit(EXIT_OK if result.ok else EXIT_ERROR)

@@ -47,12 +47,14 @@ from typing import Any
 
 from apscheduler.triggers.interval import IntervalTrigger
 
+from reconciler.core.release import left_git
 from reconciler.daemon.conditions import ClusterStatus, Event, FailureKind, ServerState, StatusStore, iso, short
 from reconciler.daemon.http import Server, parse_listen
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.notify import Notifier
 from reconciler.engine.scheduler import make_scheduler, register_runtime
 from reconciler.errors import Busy, ReconcilerError, Stalled, Transient
+from reconciler.gitrepo.trust import Untrusted
 from reconciler.locks import LockHeld, PidLock
 from reconciler.settings import Settings
 
@@ -287,7 +289,9 @@ class Daemon:
     def _make_engine(self, stop: threading.Event) -> Any:
         from reconciler.engine.chain import Engine
 
-        return Engine(self.settings, self._progress, stop=stop)
+        engine = Engine(self.settings, self._progress, stop=stop)
+        engine.status_hook = lambda result, _update: self.metrics.commit_statuses.labels(result).inc()
+        return engine
 
     def _progress(self, msg: str) -> None:
         log.log(logging.DEBUG if msg.startswith(_ROUTINE) else logging.INFO, msg)
@@ -346,6 +350,8 @@ class Daemon:
             with contextlib.suppress(OSError):
                 info.unlink()
             self.notifier.close(wait=True)
+            if self.engine is not None and hasattr(self.engine, "close"):
+                self.engine.close()
             self.lock.release()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -467,6 +473,9 @@ class Daemon:
             return
         try:
             head = engine.fetch()
+        except Untrusted as e:  # unsigned, an unknown signer, or rewritten history: every cluster stalls on it
+            self._commit_refused(e.commit, e, forced=force_all or bool(force))
+            return
         except ReconcilerError as e:
             self._source_failed(e, "stalled" if isinstance(e, Stalled) else "transient")
             return
@@ -583,6 +592,9 @@ class Daemon:
         if obs is not None:
             for s in obs.servers:
                 states[s.name] = ServerState("running" if s.running else "stopped", "", now)
+            with contextlib.suppress(KeyError, AttributeError):
+                self.metrics.left_git.labels(name).set(
+                    len(left_git(plan_report.desired.cluster(name).modules, obs, {})))
         for c, s, e in plan_report.unreachable:
             if c == name:
                 states[s] = ServerState("unreachable", e.message, now)

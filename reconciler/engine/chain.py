@@ -28,13 +28,14 @@ from reconciler.apply.rollout import RestartOutcome, RolloutRunner
 from reconciler.apply.store import OPEN, Rollout, RolloutStore
 from reconciler.core.desired import build_desired
 from reconciler.core.plan import ClusterPlan, Plan, plan
+from reconciler.core.release import Release, release, wanted_shas
 from reconciler.core.state import Desired, ObservedServer
 from reconciler.engine.results import ApplyReport, PlanReport
 from reconciler.engine.scheduler import PERSISTENT, cron_trigger, make_scheduler, runtime
 from reconciler.errors import Busy, Stalled
 from reconciler.githost.client import State, client_for
 from reconciler.githost.statuses import ResultHook, StatusPoster, StatusUpdate
-from reconciler.gitrepo import trust
+from reconciler.gitrepo import blobs, trust
 from reconciler.gitrepo.notes import Audit, PushResult, format_at
 from reconciler.gitrepo.source import Source
 from reconciler.locks import LockHeld, PidLock
@@ -177,6 +178,28 @@ class Engine:
         with self.connections() as conns:
             return self.observe(desired, conns, only)
 
+    def fetch_ref(self, ref: str) -> str:
+        """Fetch the branch (for the notes and the applied history) and `ref`; return the commit `ref` names.
+
+        No trust check: a pull request is planned before anyone signs its merge; applying it is what is checked."""
+        self.progress(f"fetching {ref}")
+        self.source.fetch()
+        commit = trust.fetch_ref(self.source, ref)
+        self.progress(f"{ref} is commit {commit[:12]}")
+        return commit
+
+    def release(self, report: PlanReport) -> Release:
+        """The plan in Zato's words: services added, changed and removed per module, modules that left git."""
+        wanted = wanted_shas(report.plan, report.desired, report.observed)
+        found: dict[str, bytes] = {}
+        if wanted:
+            blob_ids = [str(e.record["blob"]) for e in self.audit.history(limit=2000)
+                        if e.record.get("sha256") in wanted and e.record.get("blob")]
+            found = blobs.by_sha256(self.source, wanted, blob_ids, [
+                trust.last_applied(self.source, self.settings.branch),
+                self.source.ref_sha(self.source.tracking_ref)])
+        return release(report.plan, report.desired, report.observed, found)
+
     def apply(self, only: list[str] | None = None, commit: str | None = None) -> ApplyReport:
         """Apply the branch head (fetched), or `commit` (already fetched) when given, to the clusters in `only`.
 
@@ -289,6 +312,28 @@ class Engine:
         self.progress(f"{name}: rolling restart {rollout.id} of {len(cluster_plan.restarts)} server(s), "
                       f"{spec.rollout.max_unavailable} at a time")
         return [*records, *self._run_rollout(rollout.id, conns, result)]
+
+    # --- rollback through git ------------------------------------------------------------------------------
+    def rollback(self, to: str, message: str | None = None) -> trust.RollbackCommit:
+        """Push a commit on the branch whose tree is `to`'s tree, and record it as a rollback on that commit.
+
+        Git stays the truth: the new commit is what the daemon (or `apply`) installs next, like any other commit,
+        so nothing has to remember that something was rolled back, and nothing undoes it."""
+        v = self.settings.verify
+        if v.signatures != "off" and not v.signing_key:
+            raise Stalled("signed history is required (verify.signatures), but no key signs the rollback commit",
+                          hint="set verify.signing_key in the reconciler's config to a key the allowed signers "
+                               "list, or make the rollback commit by hand and sign it")
+        with self.locked():
+            self.progress(f"rolling {self.settings.branch} back to the tree of {to}")
+            made = trust.make_rollback(self.source, self.settings.branch, to, self.by, message,
+                                       sign_key=v.signing_key if v.signatures != "off" else None,
+                                       sign_format=v.signatures)
+            self.progress(f"pushed {made.commit[:12]} (tree of {made.to[:12]}, on top of {made.parent[:12]})")
+            self._record(made.commit, [self._record_base(uuid.uuid4().hex[:12], made.commit) | {
+                "action": "rollback", "outcome": "ok", "to": made.to, "from": made.parent,
+                "detail": f"tree of {made.to[:12]} (was {made.parent[:12]}), by {self.by}"}])
+            return made
 
     # --- rollouts ------------------------------------------------------------------------------------------
     @property

@@ -36,6 +36,8 @@ class ServiceDef:
     name: str | None
     class_name: str
     line: int
+    #: the class's code without positions (`ast.dump`): equal fingerprints mean the service did not change
+    fingerprint: str = ""
 
 
 def uncamelify(text: str) -> str:
@@ -127,18 +129,23 @@ def services_in(source: str | bytes, file_name: str) -> list[ServiceDef]:
         if _DONT_IMPORT in attrs:  # Zato checks hasattr: any value, even False, keeps it out
             continue
         name_attr = attrs.get("name")
+        fingerprint = ast.dump(node)
         if name_attr is _UNKNOWN:
-            found.append(ServiceDef(None, node.name, node.lineno))
+            found.append(ServiceDef(None, node.name, node.lineno, fingerprint))
         elif isinstance(name_attr, str) and name_attr:
-            found.append(ServiceDef(name_attr, node.name, node.lineno))
+            found.append(ServiceDef(name_attr, node.name, node.lineno, fingerprint))
         else:
-            found.append(ServiceDef(convert_impl_name(f"{mod}.{node.name}"), node.name, node.lineno))
+            found.append(ServiceDef(convert_impl_name(f"{mod}.{node.name}"), node.name, node.lineno, fingerprint))
     return found
 
 
+def display_name(service: ServiceDef, file_name: str) -> str:
+    """The name to show: Zato's, or `<module>.<ClassName> (name computed at import)` when it cannot be known."""
+    if service.name is not None:
+        return service.name
+    return f"{module_name(file_name)}.{service.class_name} (name computed at import)"
+
+
 def service_names(source: str | bytes, file_name: str) -> tuple[str, ...]:
-    """Sorted service names (a computed name shows as `<module>.<ClassName> (name computed at import)`)."""
-    return tuple(sorted(
-        s.name if s.name is not None else f"{module_name(file_name)}.{s.class_name} (name computed at import)"
-        for s in services_in(source, file_name)
-    ))
+    """Sorted names of the services a module defines."""
+    return tuple(sorted(display_name(s, file_name) for s in services_in(source, file_name)))

@@ -68,7 +68,8 @@ def test_services_of_a_module() -> None:
         ("my-crm.via-alias", "ViaAlias"),
         (None, "Computed"),
     ]
-    assert found[0] == ServiceDef("my-crm.get-customer", "GetCustomer", 7)
+    assert found[0].line == 7 and found[0].fingerprint != found[1].fingerprint
+    assert isinstance(found[0], ServiceDef)
 
 
 def test_sorted_names_say_when_a_name_is_computed() -> None:
