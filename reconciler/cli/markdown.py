@@ -34,7 +34,8 @@ def summary(release: Release) -> str:
     servers = {(c.cluster, s) for c in release.clusters for m in c.modules for s in m.servers}
     restarts = sum(len(c.restarts) for c in release.clusters)
     touched = sum(1 for c in release.clusters if not c.empty)
-    parts = [f"{_plural(len(modules), 'module')} change {_plural(len(services), 'service')} on "
+    verb = "changes" if len(modules) == 1 else "change"
+    parts = [f"{_plural(len(modules), 'module')} {verb} {_plural(len(services), 'service')} on "
              f"{_plural(len(servers), 'server')}" if modules else ""]
     if restarts:
         parts.append(f"{_plural(restarts, 'server')} restart{'s' if restarts == 1 else ''} for static changes")

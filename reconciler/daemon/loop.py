@@ -474,6 +474,8 @@ class Daemon:
         try:
             head = engine.fetch()
         except Untrusted as e:  # unsigned, an unknown signer, or rewritten history: every cluster stalls on it
+            for name in self._cluster_names(e.commit):
+                self.status.cluster(name)
             self._commit_refused(e.commit, e, forced=force_all or bool(force))
             return
         except ReconcilerError as e:
@@ -511,6 +513,16 @@ class Daemon:
             else:
                 log.debug("%s: nothing to do (%s)", name, why)
         src.revision = head
+
+    def _cluster_names(self, commit: str) -> list[str]:
+        """The clusters a commit's manifest names, read as data only (nothing observed, nothing compiled)."""
+        from reconciler.manifest.loader import load_manifest
+
+        try:
+            text = self.engine.source.read(commit, self.settings.manifest).decode("utf-8", "replace")
+            return [c.name for c in load_manifest(text, self.settings.manifest).manifest.clusters]
+        except (ReconcilerError, AttributeError):
+            return []
 
     def _commit_refused(self, head: str, e: Stalled, forced: bool) -> None:
         """The commit itself is invalid (manifest, module that does not compile): every cluster stalls on it."""
