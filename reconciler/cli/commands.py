@@ -302,6 +302,7 @@ def rollback(to: str, message: str | None, no_apply: bool, as_json: bool, **kw: 
             if as_json:
                 click.echo(json.dumps(data, indent=2))
             sys.exit(EXIT_OK)
+        engine.check_trust(made.commit)  # signed with verify.signing_key when signatures are required
         result = engine.apply(commit=made.commit)
     finally:
         engine.close()
@@ -442,6 +443,9 @@ def print_status(data: dict[str, Any], *, running: bool, state_dir: Path) -> Non
     if servers.row_count:
         out.print()
         out.print(servers)
+    for cl in clusters:
+        for gone in cl.get("left_git") or []:
+            out.print(f"{cl['name']}: {gone}")
     for cl in clusters:
         if cl.get("drift"):
             dr = cl["drift"]

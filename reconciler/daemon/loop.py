@@ -605,8 +605,10 @@ class Daemon:
             for s in obs.servers:
                 states[s.name] = ServerState("running" if s.running else "stopped", "", now)
             with contextlib.suppress(KeyError, AttributeError):
-                self.metrics.left_git.labels(name).set(
-                    len(left_git(plan_report.desired.cluster(name).modules, obs, {})))
+                gone = left_git(plan_report.desired.cluster(name).modules, obs, {})
+                self.metrics.left_git.labels(name).set(len(gone))
+                with self.status.lock:
+                    self.status.cluster(name).left_git = [g.describe() for g in gone]
         for c, s, e in plan_report.unreachable:
             if c == name:
                 states[s] = ServerState("unreachable", e.message, now)

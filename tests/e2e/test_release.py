@@ -105,6 +105,20 @@ def test_plan_and_comment_a_pull_request_in_zato_services(world: World, github: 
         ("PATCH", f"/repos/acme/zato-services/issues/comments/{next(iter(github.comments))}")]
     assert TOKEN not in r.stdout + r.stderr
 
+    # the daemon: it sets the statuses of what it applies, names the module that left git, counts both
+    before = len(github.statuses)
+    d = world.daemon(**host_config(github))
+    d.wait_applied(main)
+    d.wait_for("statuses", lambda: [(s["sha"], s["state"]) for s in github.statuses[before:]] == [
+        (main, "pending"), (main, "success")])
+    assert d.cluster()["left_git"] == ["billing_old.py on server1, server2, server3: no longer in git; still deployed"]
+    _, metrics = d.request("GET", "/metrics")
+    assert 'zato_gitops_modules_not_in_git{cluster="prod"} 1.0' in metrics.decode()
+    assert 'zato_gitops_commit_statuses_total{result="posted"} 2.0' in metrics.decode()
+    r = world.cli("status")
+    assert "prod: billing_old.py on server1, server2, server3: no longer in git; still deployed" in r.stdout
+    d.stop()
+
 
 def test_apply_sets_a_status_per_cluster_and_a_git_host_failure_never_fails_the_deploy(
         world: World, github: HostBed) -> None:
@@ -189,6 +203,15 @@ def test_only_signed_history_is_applied(world: World, tmp_path: Path) -> None:
     r = world.cli("apply", "--config", str(cfg_allow))
     assert r.returncode == 0, r.stdout + r.stderr
     assert all(s.services()["crm.get-customer"] == sha(CRM_V1) for s in world.servers)
+
+    # with signatures required, the rollback commit is signed with verify.signing_key and passes
+    r = world.cli("rollback", "--to", v1, "--config", str(cfg))
+    assert r.returncode == 0, r.stdout + r.stderr
+    rolled = git(world.origin, "rev-parse", "main")
+    assert git(world.origin, "-c", f"gpg.ssh.allowedSignersFile={allowed}", "log", "-1", "--format=%G?%GS",
+               rolled) == "Gann@example.com"
+    git(world.work, "fetch", "-q", "origin")
+    git(world.work, "reset", "-q", "--hard", "origin/main")
 
     # the daemon stalls on an unsigned head and records it
     unsigned2 = commit_signed(world, None, {"services/crm.py": CRM_PR}, "unsigned again")
