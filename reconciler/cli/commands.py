@@ -561,7 +561,10 @@ def rollouts_resume(ctx: click.Context, /, rollout_id: str, as_json: bool) -> No
     from reconciler.engine.chain import Engine
 
     engine = Engine(make_settings(ctx.obj["kw"]), progress)
-    rollout, outcomes = engine.resume_rollout(rollout_id)
+    try:
+        rollout, outcomes = engine.resume_rollout(rollout_id)
+    finally:
+        engine.close()
     if as_json:
         click.echo(json.dumps(rollout.to_dict() | {"outcomes": [o.__dict__ for o in outcomes]}, indent=2))
     else:

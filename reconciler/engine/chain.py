@@ -383,11 +383,19 @@ class Engine:
             self._unschedule(rollout.id)
             self.source.fetch()
             result = ApplyReport(PlanReport(rollout.commit, self.desired(rollout.commit), {}, Plan("", ()), []))
-            with self.connections() as conns:
-                records = self._run_rollout(rollout.id, conns, result)
+            self.post_status(rollout.commit, rollout.cluster, None, f"rolling restart {rollout.id} running")
+            try:
+                with self.connections() as conns:
+                    records = self._run_rollout(rollout.id, conns, result)
+            except Exception as e:
+                self.post_status(rollout.commit, rollout.cluster, False, f"error: {e}".splitlines()[0])
+                raise
             if records:
                 self._record(rollout.commit, records)
             final, outcomes = result.rollouts[rollout.cluster]
+            self.post_status(rollout.commit, rollout.cluster, final.status == "finished",
+                             f"rolling restart {final.id} {final.status}" + (f": {final.message}"
+                                                                             if final.status != "finished" else ""))
             return final, outcomes
 
     def cancel_rollout(self, rid: str) -> Rollout:

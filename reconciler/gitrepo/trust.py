@@ -166,6 +166,11 @@ def last_applied(source: Source, branch: str) -> str | None:
 
 
 def mark_applied(source: Source, branch: str, commit: str) -> None:
+    """Remember `commit` as the last applied one; a commit older than the one remembered (a drift heal of an
+    earlier revision) leaves it where it is, so the history check never loosens."""
+    last = last_applied(source, branch)
+    if last is not None and last != commit and is_ancestor(source, commit, last):
+        return
     result = source.git("update-ref", applied_ref(branch), commit)
     if not result.ok:
         raise SourceError(f"cannot record {commit[:12]} as applied in {source.path}: {result.message()}")

@@ -144,3 +144,56 @@ def test_rollback_commit_has_the_old_tree_and_is_refused_when_the_branch_moved(b
         with pytest.raises(Stalled, match="moved while the rollback was made"):
             trust.make_rollback(src, "main", v2, "ann@host", None)
         assert git("ls-remote", str(bed.origin), "refs/heads/main").split()[0] == moved
+
+
+def test_the_applied_mark_only_moves_forward(bed: GitBed) -> None:
+    v1 = bed.commit({"a.py": "1\n"}, "v1")
+    v2 = bed.commit({"a.py": "2\n"}, "v2")
+    with bed.source() as src:
+        src.fetch()
+        trust.mark_applied(src, "main", v2)
+        trust.mark_applied(src, "main", v1)  # a drift heal of an older revision
+        assert trust.last_applied(src, "main") == v2
+
+
+def gpg_home(root: Path, uid: str) -> Path:
+    home = root / f"gnupg-{uid.split('@')[0]}"
+    home.mkdir(mode=0o700)
+    subprocess.run(["gpg", "--homedir", str(home), "--batch", "--passphrase", "", "--quick-gen-key", uid, "ed25519",
+                    "sign", "never"], check=True, capture_output=True)
+    return home
+
+
+def test_gpg_signatures_are_checked_against_the_given_keyring_only(
+        bed: GitBed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ann, eve = gpg_home(tmp_path, "ann@example.com"), gpg_home(tmp_path, "eve@example.com")
+    keyring = tmp_path / "allowed.gpg"
+    keyring.write_bytes(subprocess.run(["gpg", "--homedir", str(ann), "--batch", "--export", "ann@example.com"],
+                                       check=True, capture_output=True).stdout)
+
+    def commit_as(home: Path, uid: str, message: str) -> str:
+        monkeypatch.setenv("GNUPGHOME", str(home))
+        (bed.work / "a.py").write_text(message)
+        git("add", "a.py", cwd=bed.work)
+        git("-c", f"user.signingkey={uid}", "commit", "--quiet", "-S", "-m", message, cwd=bed.work)
+        git("push", "--quiet", "origin", "HEAD:refs/heads/main", cwd=bed.work)
+        monkeypatch.delenv("GNUPGHOME")
+        return git("rev-parse", "HEAD", cwd=bed.work)
+
+    try:
+        good = commit_as(ann, "ann@example.com", "by ann")
+        with bed.source() as src:
+            src.fetch()
+            assert trust.check_signed(src, good, "gpg", keyring).signer.startswith("ann@example.com")
+            bad = commit_as(eve, "eve@example.com", "by eve")
+            src.fetch()
+            with pytest.raises(trust.Untrusted, match=f"commit {bad[:12]} is signed by"):
+                trust.check_signed(src, bad, "gpg", keyring)
+            unsigned = bed.commit({"a.py": "plain\n"}, "unsigned")
+            src.fetch()
+            with pytest.raises(trust.Untrusted, match="is unsigned"):
+                trust.check_signed(src, unsigned, "gpg", keyring)
+    finally:
+        for home in (ann, eve, bed.root / "state" / "gnupg"):
+            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False,
+                           capture_output=True)
