@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 import git
 
+from reconciler.errors import Stalled
 from reconciler.gitrepo.source import Source
 
 
@@ -39,7 +40,11 @@ def by_sha256(source: Source, wanted: set[str], blob_ids: Iterable[str], commits
     for commit in commits:
         if commit is None or not (wanted - found.keys()):
             continue
-        for path in source.files(commit):
+        try:
+            paths = source.files(commit)
+        except Stalled:  # a commit no longer in the clone (garbage-collected after a force-push): nothing to find
+            continue
+        for path in paths:
             if path.endswith(suffix):
                 data = source.read(commit, path)
                 if (h := hashlib.sha256(data).hexdigest()) in wanted:
