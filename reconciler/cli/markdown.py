@@ -44,7 +44,7 @@ def summary(release: Release) -> str:
 
 def _services(added: Sequence[str], changed: Sequence[str], removed: Sequence[str]) -> str:
     lines = [f"+ {_code(n)}" for n in added] + [f"~ {_code(n)}" for n in changed] + [f"− {_code(n)}" for n in removed]
-    return "<br>".join(lines) or "no services"
+    return "<br>".join(lines) or "no services"  # a module of helpers, or one that does not compile
 
 
 def _cluster(c: ClusterRelease, zato_version: str | None) -> list[str]:
@@ -61,8 +61,9 @@ def _cluster(c: ClusterRelease, zato_version: str | None) -> list[str]:
             out.append(f"| {_code(m.repo_path)} | {m.change} | {_cell(services)} | {_cell(', '.join(m.servers))} |")
     if c.restarts:
         out += ["", "Rolling restart for static changes, one server at a time:", "",
-                "| server | files installed |", "| --- | ---: |"]
-        out += [f"| {_cell(r.server)} | {r.files} |" for r in c.restarts]
+                "| server | files installed | services loaded at start |", "| --- | ---: | --- |"]
+        out += [f"| {_cell(r.server)} | {r.files} | {_cell(_services(r.added, r.changed, r.removed))} |"
+                for r in c.restarts]
     for b in c.blocked:
         out += ["", f"> **Blocked:** {_cell(b)}"]
     if c.left_git:

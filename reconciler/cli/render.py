@@ -63,6 +63,10 @@ def print_release(console: Console, release: Release) -> None:
             if m.unknown_before:
                 line += f" (what {', '.join(m.unknown_before)} run now is not in git)"
             console.print(Text(line))
+        for r in c.restarts:
+            parts = [f"+{n}" for n in r.added] + [f"~{n}" for n in r.changed] + [f"-{n}" for n in r.removed]
+            if parts:
+                console.print(Text(f"{c.cluster}: restart of {r.server} loads {', '.join(parts)}"))
         for g in c.left_git:
             console.print(Text(f"{c.cluster}: {g.describe()}", style="yellow"))
 

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from reconciler.core.plan import ClusterPlan, Plan
-from reconciler.core.state import Desired, ObservedCluster
+from reconciler.core.plan import ClusterPlan, Plan, Restart
+from reconciler.core.state import Desired, DesiredCluster, ObservedCluster
 from reconciler.zato.naming import ServiceDef, display_name, services_in
 
 
@@ -56,6 +56,10 @@ class LeftGit:
 class RestartRelease:
     server: str
     files: int  # files the restart installs on this server (its own and its host's extra paths)
+    #: services of the service_sources modules this restart installs (Zato loads them at start)
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,42 @@ def _services(data: bytes | None, file_name: str) -> dict[str, ServiceDef] | Non
         return None
 
 
+def _diff(before: Mapping[str, ServiceDef], after: Mapping[str, ServiceDef]
+          ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(added, changed, removed, unchanged) service names; a service changed when its class's code differs."""
+    both = sorted(n for n in after if n in before)
+    return (tuple(sorted(n for n in after if n not in before)),
+            tuple(n for n in both if before[n].fingerprint != after[n].fingerprint),
+            tuple(sorted(n for n in before if n not in after)),
+            tuple(n for n in both if before[n].fingerprint == after[n].fingerprint))
+
+
+def restart_release(dc: DesiredCluster, restart: Restart, old_sources: Mapping[str, bytes]) -> RestartRelease:
+    """A server's restart with the services of the service_sources modules it installs, added, changed, removed.
+
+    Zato imports a service-sources file under its file name, as a hot-deployed one, so the names follow the
+    same rules."""
+    new_bytes = {f.repo_path: f.data for t in dc.sources for f in t.files.values()}
+    added: set[str] = set()
+    changed: set[str] = set()
+    removed: set[str] = set()
+    for ch in restart.changes:
+        if ch.kind != "source" or not ch.path.endswith(".py"):
+            continue
+        name = ch.path.rsplit("/", 1)[-1]
+        new = new_bytes.get(ch.repo_path or "") if ch.new_sha256 else None
+        after = _services(new, name) or {}
+        before = (_services(old_sources.get(ch.old_sha256), name) or {}) if ch.old_sha256 else {}
+        a, c, r, _ = _diff(before, after)
+        if ch.old_sha256 and ch.old_sha256 not in old_sources:  # the old copy is unknown: count what is there
+            a, c = (), tuple(after)
+        added.update(a)
+        changed.update(c)
+        removed.update(r)
+    return RestartRelease(restart.server, len(restart.changes) + len(restart.shared), tuple(sorted(added)),
+                          tuple(sorted(changed)), tuple(sorted(removed)))
+
+
 def module_release(
     module: str, repo_path: str, new: bytes, diffs: list[tuple[str, str | None]],
     old_sources: Mapping[str, bytes],
@@ -110,11 +150,7 @@ def module_release(
         else:
             before |= found
     change: Literal["added", "changed"] = "changed" if any(sha for _, sha in diffs) else "added"
-    added = tuple(sorted(n for n in after if n not in before))
-    removed = tuple(sorted(n for n in before if n not in after))
-    both = sorted(n for n in after if n in before)
-    changed = tuple(n for n in both if before[n].fingerprint != after[n].fingerprint)
-    unchanged = tuple(n for n in both if before[n].fingerprint == after[n].fingerprint)
+    added, changed, removed, unchanged = _diff(before, after)
     if unknown and not before:  # nothing is known of the old copies: every service counts as changed or new
         added, changed, unchanged = (), tuple(sorted(after)), ()
     return ModuleRelease(module, repo_path, change, tuple(s for s, _ in diffs), added, changed, removed, unchanged,
@@ -147,7 +183,7 @@ def cluster_release(
                        [(d.server, d.old_sha256) for d in h.diffs], old_sources)
         for h in cp.hot_deploys
     )
-    restarts = tuple(RestartRelease(r.server, len(r.changes) + len(r.shared)) for r in cp.restarts)
+    restarts = tuple(restart_release(dc, r, old_sources) for r in cp.restarts)
     return ClusterRelease(cp.cluster, modules, restarts, left_git(dc.modules, observed, old_sources),
                           cp.blocked + cp.restart_blocked)
 
@@ -163,6 +199,8 @@ def release(plan: Plan, desired: Desired, observed: Mapping[str, ObservedCluster
 def wanted_shas(plan: Plan, desired: Desired, observed: Mapping[str, ObservedCluster]) -> set[str]:
     """The sha256 of every server copy whose bytes the release view would like to read from git."""
     out = {d.old_sha256 for cp in plan.clusters for h in cp.hot_deploys for d in h.diffs if d.old_sha256}
+    out |= {ch.old_sha256 for cp in plan.clusters for r in cp.restarts for ch in r.changes
+            if ch.kind == "source" and ch.old_sha256}
     for c in desired.clusters:
         obs = observed.get(c.name)
         for s in obs.servers if obs else ():

@@ -34,7 +34,7 @@ RELEASE = Release(SHA, (
             ModuleRelease("hand.py", "services/hand.py", "changed", ("server2",), changed=("hand.x",),
                           unknown_before=("server2",)),
         ),
-        restarts=(RestartRelease("server1", 2), RestartRelease("server2", 1)),
+        restarts=(RestartRelease("server1", 2, added=("static-billing.run",)), RestartRelease("server2", 1)),
         left_git=(LeftGit("billing_old.py", ("server1", "server2"), ("billing-old.pay",)),),
     ),
     ClusterRelease("staging", (), (), (), ("server9 is not running, so it cannot confirm a hot-deploy",)),
@@ -74,3 +74,28 @@ def test_a_copy_not_in_git_makes_every_service_count_as_changed() -> None:
     m = module_release("m.py", "s/m.py", b"from zato.server.service import Service\nclass A(Service): pass\n",
                        [("s1", "unknown"), ("s2", None)], {})
     assert m.unknown_before == ("s1",) and m.changed == ("m.a",) and m.added == ()
+
+
+def test_a_restart_names_the_services_of_the_static_modules_it_installs() -> None:
+    from types import SimpleNamespace
+
+    from reconciler.core.plan import FileChange, Restart
+    from reconciler.core.release import restart_release
+    from reconciler.core.state import StaticFile, StaticTree
+
+    head = "from zato.server.service import Service\n"
+    new, old = head + "class Run(Service): pass\nclass Stop(Service): pass\n", head + "class Run(Service): x = 1\n"
+    gone = head + "class Old(Service): pass\n"
+    tree = StaticTree("source", "static/billing", "./static/billing", "flat",
+                      {"billing_jobs.py": StaticFile("billing_jobs.py", "static/billing/billing_jobs.py", "n",
+                                                     new.encode())})
+    restart = Restart("server1", "h:22", (
+        FileChange("source", "/srv/s1/static/billing/billing_jobs.py", "changed", "o", "n",
+                   "static/billing/billing_jobs.py"),
+        FileChange("source", "/srv/s1/static/billing/legacy.py", "removed", "g", None),
+        FileChange("service-sources", "/srv/s1/config/repo/service-sources.txt", "changed", "x", "y"),
+    ), ())
+    r = restart_release(SimpleNamespace(sources=(tree,)), restart,  # type: ignore[arg-type]
+                        {"o": old.encode(), "g": gone.encode()})
+    assert (r.added, r.changed, r.removed, r.files) == (("billing-jobs.stop",), ("billing-jobs.run",),
+                                                        ("legacy.old",), 3)
