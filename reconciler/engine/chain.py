@@ -96,6 +96,7 @@ class Engine:
         #: counts each commit status posted, retried or given up (the daemon points it at /metrics)
         self.status_hook: ResultHook | None = None
         self._statuses: StatusPoster | None = None
+        self._statuses_off_said = False
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -138,7 +139,9 @@ class Engine:
             return None
         if self._statuses is None:
             if not host.token():
-                self.progress(f"commit statuses are off: the environment variable {host.token_env} is empty")
+                if not self._statuses_off_said:  # once, not once per status
+                    self.progress(f"commit statuses are off: the environment variable {host.token_env} is empty")
+                    self._statuses_off_said = True
                 return None
             self._statuses = StatusPoster(client_for(host), retries=host.retries, retry_delay=host.retry_delay,
                                           on_result=lambda r, u: self.status_hook(r, u) if self.status_hook else None)
