@@ -12,11 +12,9 @@ while it has not moved. When it has, it fetches once and reconciles each cluster
 - a commit that failed for a reason that may pass (`Transient`: a server unreachable, a confirmation timeout) is
   retried with exponential backoff (`retry_backoff` doubling up to `retry_backoff_max`), through a one-off job.
 
-Drift is a second job, every `drift_interval`: each cluster's servers are compared with the cluster's *last
-applied* commit (kept in status.json, so it survives a restart), not with the head, which may be a commit that
-failed. A non-empty plan is drift; with `drift: heal` (the default) it is applied through the same
-`Engine.apply` as a deploy (so static drift goes through a rolling restart like any static change), with
-`drift: report` it is only reported. Both jobs take one lock, so a drift heal never runs beside a deploy.
+Drift is a second job, every `drift_interval` (`drift.py`). Both jobs take one lock, so a drift heal never runs
+beside a deploy; both turn what the engine reports into the status, metrics and notifications through the same
+`outcome.Ledger`. The CLI's side of a running daemon (its lock, `daemon.json`, the API client) is `client.py`.
 
 Everything runs on the process's one APScheduler (`scheduler.make_scheduler`); webhooks and `zato-gitops
 reconcile` add a one-off job "now". SIGTERM sets the engine's `stop` event, which long work checks between server
@@ -35,11 +33,8 @@ import secrets
 import signal
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -47,21 +42,21 @@ from typing import Any
 
 from apscheduler.triggers.interval import IntervalTrigger
 
-from reconciler.core.release import left_git
-from reconciler.daemon.conditions import ClusterStatus, Event, FailureKind, ServerState, StatusStore, iso, short
+from reconciler.daemon.client import INFO_FILE, DaemonLock
+from reconciler.daemon.conditions import Event, FailureKind, StatusStore, iso, short
+from reconciler.daemon.drift import DriftCheck
 from reconciler.daemon.http import Server, parse_listen
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.notify import Notifier
-from reconciler.engine.scheduler import make_scheduler, register_runtime
-from reconciler.errors import Busy, ReconcilerError, Stalled, Transient
+from reconciler.daemon.outcome import Ledger, classify, classify_error
+from reconciler.db.leader import Election, SingleNode
+from reconciler.db.schema import scope_name
+from reconciler.engine.scheduler import PERSISTENT, make_scheduler, persistent_store, register_runtime
+from reconciler.errors import ReconcilerError, Stalled
 from reconciler.gitrepo.trust import Untrusted
-from reconciler.locks import LockHeld, PidLock
 from reconciler.settings import Settings
 
 log = logging.getLogger("zato_gitops.daemon")
-
-LOCK_FILE = "daemon.lock"
-INFO_FILE = "daemon.json"
 
 #: engine progress lines that come with every poll; logged at debug so the log has one line per event
 _ROUTINE = ("fetching ", "commit ", "observing ", "recording ")
@@ -72,181 +67,6 @@ class Clock:
 
     def __call__(self) -> float:
         return time.time()
-
-
-# --- one daemon per state dir ----------------------------------------------------------------------------------
-
-
-class DaemonLock(PidLock):
-    """`<state_dir>/daemon.lock`, held by a daemon for its whole life: one daemon per state dir."""
-
-    def __init__(self, state_dir: Path) -> None:
-        super().__init__(Path(state_dir) / LOCK_FILE)
-        self.what = "daemon"
-
-    def acquire(self) -> None:
-        try:
-            super().acquire()
-        except LockHeld as e:
-            raise Stalled(
-                f"a zato-gitops daemon (pid {e.holder}) is already running on the state dir {self.path.parent}",
-                hint="one daemon per state dir: stop it first, or give this one its own --state-dir"
-                if self.what == "daemon" else "talk to it (the command does so when it can read daemon.json)",
-            ) from e
-
-    @contextlib.contextmanager
-    def held_for(self, what: str) -> Iterator[None]:
-        self.what = what
-        with self.held():
-            yield
-
-
-# --- talking to a running daemon (the CLI's side) ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DaemonInfo:
-    pid: int
-    url: str
-    token: str
-    started: str
-
-
-def running_daemon(state_dir: Path) -> DaemonInfo | None:
-    """The daemon that runs on `state_dir`, or None when none does."""
-    if not DaemonLock(state_dir).is_held():
-        return None
-    try:
-        data = json.loads((Path(state_dir) / INFO_FILE).read_text(encoding="utf-8"))
-        return DaemonInfo(int(data["pid"]), str(data["url"]), str(data["token"]), str(data.get("started", "")))
-    except (OSError, ValueError, KeyError) as e:
-        raise Stalled(f"a daemon runs on {state_dir} but its {INFO_FILE} cannot be read: {e}",
-                      hint="run the command as the daemon's user") from e
-
-
-def call(info: DaemonInfo, method: str, path: str, body: dict[str, Any] | None = None,
-         timeout: float = 10.0) -> dict[str, Any]:
-    """One JSON request to the daemon's API with its token; errors become `Transient` with the daemon's words."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(info.url + path, data=data, method=method, headers={
-        "Authorization": f"Bearer {info.token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            answer: dict[str, Any] = json.loads(resp.read() or b"{}")
-            return answer
-    except urllib.error.HTTPError as e:
-        try:
-            msg = json.loads(e.read()).get("error", "")
-        except ValueError:
-            msg = ""
-        raise Transient(f"the daemon at {info.url} answered HTTP {e.code}: {msg or e.reason}") from e
-    except (OSError, ValueError) as e:
-        raise Transient(f"cannot reach the daemon (pid {info.pid}) at {info.url}: {e}") from e
-
-
-def edit_status(state_dir: Path, edit: Callable[[StatusStore], None]) -> None:
-    """Change status.json when no daemon runs, holding the daemon lock meanwhile so none starts half-way."""
-    with DaemonLock(state_dir).held_for("edit"):
-        store = StatusStore(state_dir).load()
-        edit(store)
-        store.save()
-
-
-# --- the outcome of one apply, as a status transition (pure) ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Outcome:
-    ok: bool
-    kind: FailureKind | None = None
-    reason: str = ""
-    message: str = ""
-    detail: str = ""  # for a success: what changed
-    retry_at: float | None = None  # for "waiting": when the rollout window opens
-
-
-def classify(report: Any, cluster: str) -> Outcome:
-    """An `ApplyReport` for one cluster -> success, or a failure with its kind and a Flux-style reason.
-
-    Stalled (needs a person): a server whose host key is unknown, a module Zato refused to deploy. Transient: a
-    server unreachable, a cluster refused because a server is not running, a confirmation timeout, a failed copy.
-    """
-    unreachable = [(s, e) for c, s, e in report.report.unreachable if c == cluster]
-    if unreachable:
-        msgs = "; ".join(f"{s}: {e.message}" for s, e in unreachable)
-        if any(isinstance(e, Stalled) for _, e in unreachable):
-            first = next(e for _, e in unreachable if isinstance(e, Stalled))
-            return Outcome(False, "stalled", type(first).__name__, msgs)
-        return Outcome(False, "transient", "ServersUnreachable", msgs)
-    refused = report.refused.get(cluster)
-    if refused:
-        return Outcome(False, "transient", "ServersNotReady", "; ".join(refused))
-    results = report.results.get(cluster) or {}
-    outcomes = {(s, m): o for s, r in results.items() for m, o in r.modules.items()}
-    failed = [f"{s}: {m} {o}" for (s, m), o in sorted(outcomes.items()) if o == "failed"]
-    if failed:
-        return Outcome(False, "stalled", "DeployFailed", "Zato refused: " + "; ".join(failed))
-    errors = [f"{s}: {r.error}" for s, r in sorted(results.items()) if r.error]
-    other = [f"{s}: {m} {o}" for (s, m), o in sorted(outcomes.items()) if o != "confirmed"]
-    if errors or other:
-        reason = "ConfirmTimeout" if any(o == "timeout" for o in outcomes.values()) and not errors else "DeployError"
-        return Outcome(False, "transient", reason, "; ".join(errors + other))
-    rollout = (getattr(report, "rollouts", None) or {}).get(cluster)
-    restarts: list[Any] = list(rollout[1]) if rollout else []
-    if rollout is not None:
-        ro = rollout[0]
-        if ro.status == "halted":
-            return Outcome(False, "stalled", "RolloutHalted", f"rolling restart {ro.id} {ro.message}")
-        if ro.status != "finished":
-            return Outcome(False, "transient", "RolloutInterrupted",
-                           f"rolling restart {ro.id} stopped at {ro.done_count} of {len(ro.servers)} servers; "
-                           "it resumes where it stopped")
-    scheduled = (getattr(report, "scheduled", None) or {}).get(cluster)
-    if scheduled is not None:
-        rid, when = scheduled
-        try:
-            at: float | None = datetime.fromisoformat(when).timestamp() + 30
-        except ValueError:
-            at = None
-        return Outcome(False, "waiting", "WaitingForWindow",
-                       f"rolling restart {rid} waits for its window (next: {when})", retry_at=at)
-    if not report.ok:
-        return Outcome(False, "transient", "ApplyFailed", "the apply did not succeed")
-    modules = {m for (_, m) in outcomes}
-    parts = [f"{len(modules)} module{'s' if len(modules) != 1 else ''} hot-deployed"] if modules else []
-    if restarts:
-        n = sum(1 for r in restarts if r.outcome == "ready")
-        parts.append(f"{n} server{'s' if n != 1 else ''} restarted")
-    return Outcome(True, detail=", ".join(parts) or "no server change")
-
-
-def classify_error(e: Exception) -> Outcome:
-    if isinstance(e, Busy):
-        # the engine's per-apply lock is held by a manual `apply`: that passes on its own
-        return Outcome(False, "transient", "StateDirBusy", e.message)
-    if isinstance(e, Stalled):
-        name = type(e).__name__
-        return Outcome(False, "stalled", "Stalled" if name == "Stalled" else name, e.message)
-    if isinstance(e, ReconcilerError):
-        name = type(e).__name__
-        return Outcome(False, "transient", name if name not in ("ReconcilerError", "Transient") else "ApplyError",
-                       e.message)
-    return Outcome(False, "transient", "InternalError", f"{type(e).__name__}: {e}")
-
-
-def drift_items(cluster_plan: Any) -> list[str]:
-    """What a non-empty plan against the last applied commit says differs, one line per server and thing."""
-    items = [f"{d.server}: {h.module} {'modified' if d.reason == 'changed' else 'missing'}"
-             for h in getattr(cluster_plan, "hot_deploys", ()) for d in h.diffs]
-    words = {"added": "missing", "changed": "modified", "removed": "not in the commit"}
-    for r in getattr(cluster_plan, "restarts", ()):
-        for c in (*r.changes, *r.shared):
-            what = "service-sources.txt block changed" if c.kind == "service-sources" else f"{c.path} {words[c.change]}"
-            items.append(f"{r.server}: {what}")
-    if not items and not cluster_plan.empty:
-        # parts of a plan this function does not itemise (static installs): say that there is something
-        items = ["servers differ from the commit (see `zato-gitops plan`)"]
-    return items
 
 
 # --- the daemon ------------------------------------------------------------------------------------------------
@@ -262,9 +82,16 @@ class Daemon:
         self.state_dir = Path(settings.state_dir).expanduser().absolute()
         self.clock = clock or Clock()
         self.stop = threading.Event()
+        #: what the engine checks between server steps: set on SIGTERM, and when this daemon stops leading
+        self.halt = threading.Event()
         self._engine_factory = engine_factory or self._make_engine
         self.engine: Any = None
-        self.status = StatusStore(self.state_dir)
+        self.status = StatusStore.for_settings(settings)
+        self.leader: SingleNode | Election = (
+            Election(settings.state_db_url(), scope_name(settings.repo or "", settings.branch),
+                     settings.failover_timeout)
+            if settings.shared_state() else SingleNode())
+        self.status.may_write = lambda: self.leader.is_leader
         self.metrics = Metrics()
         self.notifier = notifier or Notifier(settings.notify_urls, settings.notify_format,
                                              on_result=lambda ok: self.metrics.notifications.labels(
@@ -273,6 +100,8 @@ class Daemon:
         self.branch = settings.branch
         self.webhook_secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
         self.api_token = secrets.token_urlsafe(32)
+        self.ledger = Ledger(self.status, self.metrics, self.notifier, self.clock)
+        self.drift = DriftCheck(self.ledger, self.halt, self.clock)
         self.lock = DaemonLock(self.state_dir)
         self.scheduler: Any = None
         self.http: Server | None = None
@@ -285,6 +114,7 @@ class Daemon:
         self._busy_since: float | None = None
         self._last_poll_done: float | None = None
         self._source_error_logged = ""
+        self._persistent_added = False
 
     def _make_engine(self, stop: threading.Event) -> Any:
         from reconciler.engine.chain import Engine
@@ -304,8 +134,8 @@ class Daemon:
         try:
             self.status.load()
             for cs in self.status.clusters.values():
-                self._gauges(cs)
-            self.engine = self._engine_factory(self.stop)
+                self.ledger.gauges(cs)
+            self.engine = self._engine_factory(self.halt)
             register_runtime("daemon", self)
             register_runtime("engine", self.engine)
             self.http = Server(parse_listen(self.settings.listen), self)
@@ -316,10 +146,8 @@ class Daemon:
                 json.dump({"pid": os.getpid(), "url": self.http.url, "token": self.api_token,
                            "started": started}, f)
             self.status.daemon = {"pid": os.getpid(), "url": self.http.url, "started": started}
-            self.scheduler = make_scheduler(self.settings)
-            if hasattr(self.engine, "scheduler"):
-                # rollouts waiting for their window are persisted jobs on this scheduler, run in this process
-                self.engine.scheduler = self.scheduler
+            # the persistent store (rollouts waiting for their window) is added when this daemon leads (`_on_role`)
+            self.scheduler = make_scheduler(self.settings, persistent=False)
             s = self.settings
             self.scheduler.add_job(self.poll, IntervalTrigger(seconds=s.interval, jitter=s.interval * s.jitter),
                                    id="poll", name="poll the branch head", next_run_time=datetime.now(UTC))
@@ -329,21 +157,25 @@ class Daemon:
             if install_signals:
                 signal.signal(signal.SIGTERM, self._on_signal)
                 signal.signal(signal.SIGINT, self._on_signal)
-            self.scheduler.start()
+            self.scheduler.start(paused=True)  # resumed while this daemon leads
+            self.leader.start(self._on_role, self._on_request)
             log.info("zato-gitops daemon started (pid %d): watching %s of %s every %.0f s, drift check every "
-                     "%.0f s, listening on %s", os.getpid(), s.branch, self.engine.source.safe_url, s.interval,
-                     s.drift_interval, self.http.url, extra={"event": "started"})
+                     "%.0f s, listening on %s, state in %s", os.getpid(), s.branch, self.engine.source.safe_url,
+                     s.interval, s.drift_interval, self.http.url,
+                     "a shared database" if self.leader.shared else "this node's state dir", extra={"event": "started"})
             while not self.stop.wait(1.0):
                 pass
             log.info("stopping: finishing the current step (no server is left stopped)", extra={"event": "stopping"})
             self.scheduler.shutdown(wait=True)
             self.http.stop()
-            with self.status.lock:
-                for cs in self.status.clusters.values():
-                    cs.reconciling = False
-                    cs.refresh(self.clock())
-                self.status.daemon = {}
-                self.status.save()
+            if self.leader.is_leader:
+                with self.status.lock:
+                    for cs in self.status.clusters.values():
+                        cs.reconciling = False
+                        cs.refresh(self.clock())
+                    self.status.daemon = {}
+                    self.status.save()
+            self.leader.stop()  # last: a standby takes over only once this daemon's step is finished
             log.info("stopped", extra={"event": "stopped"})
             return 0
         finally:
@@ -357,12 +189,69 @@ class Daemon:
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self.stop.is_set():
             log.warning("still finishing the current step; SIGKILL aborts it (a server may then be left stopped)")
+        self.halt.set()
         self.stop.set()
+
+    # --- leading and standing by ---------------------------------------------------------------------------
+    def _on_role(self, leader: bool) -> None:
+        """Called by the election (its thread) when this daemon starts or stops leading."""
+        self.metrics.leader.set(1 if leader else 0)
+        if not leader:
+            # finish the server step under way, start nothing new; the new leader resumes from the store
+            self.halt.set()
+            if self.scheduler is not None:
+                self.scheduler.pause()
+            log.warning("no longer leading: reconciling nothing until this daemon leads again",
+                        extra={"event": "standby"})
+            return
+        if self.leader.shared:
+            self.status.load()  # what the last leader knew
+            for cs in self.status.clusters.values():
+                self.ledger.gauges(cs)
+        if self.scheduler is None:
+            return
+        if not self._persistent_added:
+            self.scheduler.add_jobstore(persistent_store(self.settings), PERSISTENT)
+            self._persistent_added = True
+        if hasattr(self.engine, "scheduler"):
+            # rollouts waiting for their window are persisted jobs on this scheduler, run in this process
+            self.engine.scheduler = self.scheduler
+        if not self.stop.is_set():
+            self.halt.clear()
+        self.scheduler.resume()
+        if self.leader.shared:
+            log.info("leading: %s", self.leader.reason, extra={"event": "leader"})
+            interrupted = self._interrupted_rollouts()
+            if interrupted:
+                self.request_reconcile(interrupted, "resuming the rollout the last leader left", force=True)
+
+    def _interrupted_rollouts(self) -> list[str]:
+        """Clusters with a rollout another daemon (or this one, before) left running."""
+        try:
+            return sorted({r.cluster for r in self.engine.store.all(("running",))})
+        except Exception as e:  # the poll resumes it anyway; this only makes it sooner
+            log.warning("cannot read the rollout store: %s", e)
+            return []
+
+    def _on_request(self, request: dict[str, Any]) -> None:
+        """A request a standby forwarded (NOTIFY): handled as if it had come here."""
+        why = str(request.get("why", "a request")) + " (forwarded by a standby)"
+        clusters = request.get("clusters")
+        names = [str(c) for c in clusters] if isinstance(clusters, list) else None
+        if request.get("action") == "suspend" and names:
+            for c in names:
+                with contextlib.suppress(KeyError):
+                    self.set_suspended(c, bool(request.get("suspended")))
+        elif request.get("action") == "reconcile":
+            self.request_reconcile(names, why, force=bool(request.get("force")))
 
     # --- what the HTTP endpoint calls --------------------------------------------------------------------------
     def status_dict(self) -> dict[str, Any]:
+        if self.leader.shared and not self.leader.is_leader:
+            self.status.load()  # a standby shows what the leader wrote
         data = self.status.to_dict()
         data["daemon"] = dict(self.status.daemon) | {
+            "role": self.leader.role, "role_reason": self.leader.reason,
             "busy_since": iso(self._busy_since), "last_poll_done": iso(self._last_poll_done),
             "scheduler_running": bool(self.scheduler and self.scheduler.running),
             "stopping": self.stop.is_set(),
@@ -370,8 +259,18 @@ class Daemon:
         return data
 
     def readiness(self) -> tuple[bool, str]:
+        ok, why = self._readiness()
+        return ok, f"{self.leader.role}: {why}"
+
+    def _readiness(self) -> tuple[bool, str]:
         if not (self.scheduler and self.scheduler.running) or self.stop.is_set():
             return False, "the scheduler is not running"
+        if self.leader.role == "unavailable":
+            return False, self.leader.reason
+        if self.status.db_error:
+            return False, f"cannot write the status to the state database: {self.status.db_error}"
+        if not self.leader.is_leader:
+            return True, self.leader.reason
         if self._busy_since is not None:
             return True, f"reconciling since {iso(self._busy_since)}"
         if self._last_poll_done is None:
@@ -393,6 +292,12 @@ class Daemon:
         otherwise (a webhook) it is just an early poll."""
         log.info("reconcile requested: %s%s", why, f" ({', '.join(clusters)})" if clusters else "",
                  extra={"event": "requested"})
+        if not self.leader.is_leader:
+            failed = self.leader.forward({"action": "reconcile", "clusters": clusters, "why": why, "force": force})
+            if failed:
+                log.warning("cannot forward the request to the leader (%s); its next poll sees a push anyway",
+                            failed)
+            return
         with self._req:
             if force and clusters is None:
                 self._force_all = True
@@ -411,12 +316,19 @@ class Daemon:
         self.poll()
 
     def set_suspended(self, cluster: str, suspended: bool) -> None:
+        if not self.leader.is_leader:
+            if cluster not in self.status.clusters:
+                raise KeyError(cluster)
+            failed = self.leader.forward({"action": "suspend", "clusters": [cluster], "suspended": suspended})
+            if failed:
+                raise KeyError(f"{cluster} (the leader cannot be reached: {failed})")
+            return
         with self.status.lock:
             if cluster not in self.status.clusters:
                 raise KeyError(cluster)
             cs = self.status.clusters[cluster]
             cs.set_suspended(suspended, self.clock())
-            self._gauges(cs)
+            self.ledger.gauges(cs)
             self.status.save()
         log.info("%s: %s", cluster, "suspended" if suspended else "resumed",
                  extra={"cluster": cluster, "event": "suspended" if suspended else "resumed"})
@@ -426,7 +338,7 @@ class Daemon:
 
     # --- the poll --------------------------------------------------------------------------------------------
     def poll(self) -> None:
-        if self.stop.is_set():
+        if self.halt.is_set() or not self.leader.is_leader:
             return
         with self._work:
             with self._req:
@@ -503,7 +415,7 @@ class Daemon:
         for c in desired.manifest.clusters:
             self.metrics.servers.labels(c.name).set(len(c.servers))
         for name in names:
-            if self.stop.is_set():
+            if self.halt.is_set():
                 log.info("stopping: %s and the clusters after it wait for the next start", name)
                 return
             cs = self.status.cluster(name)
@@ -548,8 +460,8 @@ class Daemon:
                 events += cs.fail(head, "stalled", type(e).__name__, e.message, now,
                                   retry_base=self.settings.retry_backoff, retry_max=self.settings.retry_backoff_max)
                 self.metrics.reconciles.labels(cs.name, "deploy", "stalled").inc()
-                self._gauges(cs)
-        self._emit(events)
+                self.ledger.gauges(cs)
+        self.ledger.emit(events)
 
     def _reconcile(self, name: str, head: str, why: str) -> None:
         cs = self.status.cluster(name)
@@ -568,7 +480,7 @@ class Daemon:
                 log.exception("%s: unexpected error while applying %s", name, short(head))
             outcome = classify_error(e)
         self.metrics.reconcile_duration.labels(name, "deploy").observe(time.monotonic() - started)
-        self._account(name, head, report)
+        self.ledger.account(name, head, report)
         now = self.clock()
         with self.status.lock:
             if outcome.ok:
@@ -579,7 +491,7 @@ class Daemon:
                                  retry_base=self.settings.retry_backoff, retry_max=self.settings.retry_backoff_max,
                                  retry_at=outcome.retry_at)
             self.metrics.reconciles.labels(name, "deploy", "success" if outcome.ok else str(outcome.kind)).inc()
-            self._gauges(cs)
+            self.ledger.gauges(cs)
             self.status.save()
         if outcome.ok:
             log.info("%s: revision %s applied (%s)", name, short(head), outcome.detail,
@@ -591,156 +503,25 @@ class Daemon:
             log.error("%s: revision %s failed (%s, %s): %s", name, short(head), outcome.reason, then,
                       outcome.message, extra={"cluster": name, "revision": head, "event": "failed",
                                               "reason": outcome.reason})
-        self._emit(events)
+        self.ledger.emit(events)
 
-    def _account(self, name: str, commit: str, report: Any) -> None:
-        """Servers' states and the deploy and restart counters, from an apply or plan report."""
-        if report is None:
-            return
-        plan_report = getattr(report, "report", report)
-        now = self.clock()
-        states: dict[str, ServerState] = {}
-        obs = plan_report.observed.get(name)
-        if obs is not None:
-            for s in obs.servers:
-                states[s.name] = ServerState("running" if s.running else "stopped", "", now)
-            with contextlib.suppress(KeyError, AttributeError):
-                gone = left_git(plan_report.desired.cluster(name).modules, obs, {})
-                self.metrics.left_git.labels(name).set(len(gone))
-                with self.status.lock:
-                    self.status.cluster(name).left_git = [g.describe() for g in gone]
-        for c, s, e in plan_report.unreachable:
-            if c == name:
-                states[s] = ServerState("unreachable", e.message, now)
-        results = getattr(report, "results", {}).get(name) or {}
-        for s, r in results.items():
-            worst = "error" if r.error else next((o for o in r.modules.values() if o != "confirmed"), "confirmed")
-            if s in states:
-                states[s].last_outcome = worst
-            for outcome in r.modules.values():
-                self.metrics.deploys.labels(name, outcome).inc()
-        rollout = (getattr(report, "rollouts", None) or {}).get(name)
-        for r in rollout[1] if rollout else ():
-            if r.outcome != "unchanged":
-                self.metrics.restarts.labels(name, r.outcome).inc()
-        with self.status.lock:
-            cs = self.status.cluster(name)
-            for s, st in states.items():
-                if not st.last_outcome and s in cs.servers:
-                    st.last_outcome = cs.servers[s].last_outcome
-                cs.servers[s] = st
-        if states:
-            self.metrics.servers_reachable.labels(name).set(sum(st.state != "unreachable" for st in states.values()))
-
-    # --- drift -----------------------------------------------------------------------------------------------
+    # --- drift (drift.py does the work) ----------------------------------------------------------------------
     def drift_check(self) -> None:
-        if self.stop.is_set():
+        if self.halt.is_set() or not self.leader.is_leader:
             return
         with self._work:
             self._busy_since = self.clock()
             try:
-                for name in sorted(self.status.clusters):
-                    if self.stop.is_set():
-                        return
-                    cs = self.status.clusters.get(name)
-                    if cs is None or cs.suspended or cs.last_applied_revision is None:
-                        continue
-                    if cs.failure is not None and cs.failure.kind != "stalled":
-                        # its retry (or the rollout waiting for its window) reconciles it anyway; healing it
-                        # back to the last applied commit meanwhile would undo the change under way
-                        continue
-                    self._drift_one(name, cs.last_applied_revision)
+                self.drift.run(self.engine)
             except Exception:
                 log.exception("the drift check failed unexpectedly; the next one runs as planned")
             finally:
                 self._busy_since = None
                 self.status.save()
 
-    def _drift_one(self, name: str, revision: str) -> None:
-        try:
-            report = self.engine.plan(only=[name], commit=revision)
-        except ReconcilerError as e:
-            log.warning("%s: drift check against %s failed: %s", name, short(revision), e.message,
-                        extra={"cluster": name})
-            return
-        self._account(name, revision, report)
-        if any(c == name for c, _, _ in report.unreachable):
-            log.info("%s: drift check incomplete, a server could not be observed", name, extra={"cluster": name})
-            return
-        try:
-            cp = report.plan.cluster(name)
-        except KeyError:
-            return
-        cs = self.status.cluster(name)
-        now = self.clock()
-        if cp.empty:
-            with self.status.lock:
-                cs.no_drift(now)
-                self._gauges(cs)
-            return
-        items = drift_items(cp)
-        policy = report.desired.cluster(name).spec.drift
-        self.metrics.drift_found.labels(name).inc()
-        log.warning("%s: drift from revision %s: %s", name, short(revision), "; ".join(items),
-                    extra={"cluster": name, "revision": revision, "event": "drift"})
-        if policy == "report":
-            with self.status.lock:
-                events = cs.found_drift(revision, items, "reported", now)
-                self._gauges(cs)
-            if events:
-                self._record_drift(revision, name, items, "reported")
-            self._emit(events)
-            return
-        self._record_drift(revision, name, items, "healing")
-        started = time.monotonic()
-        result: Any = None
-        try:
-            result = self.engine.apply(only=[name], commit=revision)
-            outcome = classify(result, name)
-        except Exception as e:
-            if not isinstance(e, ReconcilerError):
-                log.exception("%s: unexpected error while healing drift", name)
-            outcome = classify_error(e)
-        self.metrics.reconcile_duration.labels(name, "drift").observe(time.monotonic() - started)
-        self.metrics.reconciles.labels(name, "drift", "success" if outcome.ok else str(outcome.kind)).inc()
-        self._account(name, revision, result)
-        with self.status.lock:
-            events = cs.found_drift(revision, items, "healed" if outcome.ok else "heal-failed", self.clock())
-            self._gauges(cs)
-        if outcome.ok:
-            log.info("%s: drift healed, servers run revision %s again", name, short(revision),
-                     extra={"cluster": name, "revision": revision, "event": "drift-healed"})
-        else:
-            log.error("%s: drift could not be healed (%s): %s", name, outcome.reason, outcome.message,
-                      extra={"cluster": name, "revision": revision, "event": "drift-heal-failed"})
-        self._emit(events)
-
-    def _record_drift(self, revision: str, name: str, items: list[str], outcome: str) -> None:
-        try:
-            self.engine.audit.record(revision, [{
-                "at": iso(self.clock()), "run": uuid.uuid4().hex[:12], "by": getattr(self.engine, "by", "zato-gitops"),
-                "commit": revision, "cluster": name, "action": "drift", "outcome": outcome,
-                "detail": "; ".join(items)}])
-        except ReconcilerError as e:
-            log.warning("%s: cannot record the drift: %s", name, e.message)
-
     # --- helpers ---------------------------------------------------------------------------------------------
-    def _gauges(self, cs: ClusterStatus) -> None:
-        m = self.metrics
-        m.ready.labels(cs.name).set(1 if cs.ready() else 0)
-        stalled = cs.conditions.get("Stalled")
-        m.stalled.labels(cs.name).set(1 if stalled is not None and stalled.status == "True" else 0)
-        m.suspended.labels(cs.name).set(1 if cs.suspended else 0)
-        m.set_revision(cs.name, cs.last_applied_revision, cs.last_applied_at)
-
-    def _emit(self, events: list[Event]) -> None:
-        for ev in events:
-            log.debug("event %s: %s", ev.kind, ev.message,
-                     extra={"cluster": ev.cluster, "revision": ev.revision, "event": f"notify-{ev.kind}"})
-        self.notifier.send(events)
-
     def _schedule_retry(self) -> None:
-        if self.scheduler is None or self.stop.is_set():
+        if self.scheduler is None or self.halt.is_set():
             return
         with self.status.lock:
             times = [t for cs in self.status.clusters.values() if (t := cs.retry_at()) is not None]

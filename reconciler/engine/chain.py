@@ -30,6 +30,7 @@ from reconciler.core.desired import build_desired
 from reconciler.core.plan import ClusterPlan, Plan, plan
 from reconciler.core.release import Release, release, wanted_shas
 from reconciler.core.state import Desired, ObservedServer
+from reconciler.engine.facts import FactFile
 from reconciler.engine.results import ApplyReport, PlanReport
 from reconciler.engine.scheduler import PERSISTENT, cron_trigger, make_scheduler, runtime
 from reconciler.errors import Busy, Stalled
@@ -87,6 +88,8 @@ class Engine:
             settings.repo, settings.branch, settings.state_dir, ssh_command=settings.git_ssh_command()
         )
         self.audit = Audit(self.source)
+        #: sha256 and compile verdicts by blob id, so an unchanged module is never compiled twice
+        self.facts = FactFile(Path(settings.state_dir) / "facts.json")
         self._store: RolloutStore | None = None
         #: `apply --timeout`: an operator's word wins over the manifest's confirm_timeout
         self.confirm_timeout_override: float | None = None
@@ -163,7 +166,10 @@ class Engine:
             self._statuses.close()
 
     def desired(self, commit: str) -> Desired:
-        return build_desired(self.source, commit, self.settings.manifest)
+        try:
+            return build_desired(self.source, commit, self.settings.manifest, self.facts)
+        finally:
+            self.facts.save()
 
     def observe(self, desired: Desired, conns: Connections, only: list[str] | None = None) -> PlanReport:
         clusters = [c for c in desired.clusters if only is None or c.name in only]
@@ -347,6 +353,7 @@ class Engine:
 
     def _run_rollout(self, rid: str, conns: Connections, result: ApplyReport | None = None) -> list[dict[str, Any]]:
         rollout = self.store.get(rid)
+        records = self._unrecorded_restarts(rollout)
         desired = self.desired(rollout.commit)
         dc = desired.cluster(rollout.cluster)
         spec = dc.spec
@@ -363,7 +370,6 @@ class Engine:
         final = self.store.get(rid)
         if result is not None:
             result.rollouts[rollout.cluster] = (final, outcomes)
-        records = []
         for o in outcomes:
             if o.outcome in ("interrupted",):
                 continue
@@ -376,6 +382,20 @@ class Engine:
                 rec["detail"] = (o.error + "\n" + "\n".join(o.lines[-10:]))[-2000:]
             records.append(rec)
         return records
+
+    def _unrecorded_restarts(self, rollout: Rollout) -> list[dict[str, Any]]:
+        """Restarts an earlier run finished but never recorded (it was SIGKILLed, or its host died and a standby
+        took over): recorded now, from the store, so the history has no gap."""
+        done = [s for s in rollout.servers if s.step == "done" and s.ready]
+        if not done:
+            return []
+        recorded = {str(r.get("server")) for r in self.audit.records_for(rollout.commit)
+                    if r.get("action") == "restart" and r.get("rollout") == rollout.id}
+        return [self._record_base(rollout.id, rollout.commit) | {
+            "cluster": rollout.cluster, "server": s.server, "action": "restart", "rollout": rollout.id,
+            "outcome": "ready", "started": s.started, "ready": s.ready,
+            "detail": "restarted by an earlier run that ended before recording it"}
+            for s in done if s.server not in recorded]
 
     def resume_rollout(self, rid: str) -> tuple[Rollout, list[RestartOutcome]]:
         """Run a pending, halted or interrupted rollout now (the window of a pending one is skipped)."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -33,16 +32,25 @@ _runtime: dict[str, Any] = {}
 
 
 def job_store_url(settings: Settings) -> str:
-    if settings.job_store:
-        return settings.job_store
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{Path(settings.state_dir).resolve() / 'jobs.sqlite'}"
+    """The job store is on the state database (`state_db`), beside the rollouts it runs."""
+    return settings.state_db_url()
 
 
-def make_scheduler(settings: Settings) -> BackgroundScheduler:
-    """A scheduler with an in-memory default store and the persistent SQLAlchemy store; not started."""
+def persistent_store(settings: Settings) -> SQLAlchemyJobStore:
+    # pre-ping: after the database restarted, a pooled connection is replaced instead of failing a job
+    return SQLAlchemyJobStore(url=job_store_url(settings), engine_options={"pool_pre_ping": True})
+
+
+def make_scheduler(settings: Settings, *, persistent: bool = True) -> BackgroundScheduler:
+    """A scheduler with an in-memory default store and the persistent SQLAlchemy store; not started.
+
+    `persistent=False` leaves the persistent store out: a daemon adds it once it leads (`add_jobstore`), so a
+    standby, or a daemon whose database is down, never runs (or fails to load) the shared jobs."""
+    stores: dict[str, Any] = {"default": MemoryJobStore()}
+    if persistent:
+        stores[PERSISTENT] = persistent_store(settings)
     return BackgroundScheduler(
-        jobstores={"default": MemoryJobStore(), PERSISTENT: SQLAlchemyJobStore(url=job_store_url(settings))},
+        jobstores=stores,
         executors={"default": ThreadPoolExecutor(max_workers=4)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
         timezone="UTC",
