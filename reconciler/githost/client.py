@@ -3,7 +3,8 @@
 Why not a library per provider (PyGithub, python-gitlab, ...): we need four calls (list, create and edit a comment,
 post a commit status) on three providers; three SDKs would be three large dependencies for them. The calls are:
 
-- list comments: GitHub and Gitea `GET /repos/{o}/{r}/issues/{n}/comments`, GitLab
+- list comments: GitHub and Gitea `GET /repos/{o}/{r}/issues/{n}/comments` (GitHub paged with `per_page` and
+  `page`; Gitea not paged: every comment in one answer), GitLab
   `GET /projects/{id}/merge_requests/{iid}/notes` (the project id or URL-encoded path);
 - create one: `POST` to the same path with `{"body": ...}`;
 - edit ours: GitHub and Gitea `PATCH /repos/{o}/{r}/issues/comments/{id}`, GitLab `PUT .../notes/{note_id}`;
@@ -105,16 +106,19 @@ class Client:
             raise HostError(f"{self.provider}: {method} {path}: cannot reach {self.base}: {reason}") from e
         return json.loads(raw) if raw.strip() else None
 
+    #: whether the comments list is paged (`per_page`, `page`); Gitea's issue comments list is not: one call
+    paged = True
+
     def comments(self, pr: int) -> list[Comment]:
-        found: list[Comment] = []
+        found: dict[int, Comment] = {}
         page = 1
         while True:
-            query = urllib.parse.urlencode({"per_page" if self.provider != "gitea" else "limit": self.per_page,
-                                            "page": page})
-            batch = self.request("GET", f"{self.comments_path(pr)}?{query}") or []
-            found += [Comment(int(c["id"]), str(c.get("body") or "")) for c in batch]
-            if len(batch) < self.per_page:
-                return found
+            query = f"?{urllib.parse.urlencode({'per_page': self.per_page, 'page': page})}" if self.paged else ""
+            batch = self.request("GET", f"{self.comments_path(pr)}{query}") or []
+            new = [Comment(int(c["id"]), str(c.get("body") or "")) for c in batch if int(c["id"]) not in found]
+            found.update((c.id, c) for c in new)
+            if not self.paged or len(batch) < self.per_page or not new:  # `not new`: a host that ignores paging
+                return list(found.values())
             page += 1
 
     def upsert_comment(self, pr: int, body: str) -> tuple[Literal["created", "updated", "unchanged"], int]:
@@ -167,7 +171,7 @@ class GitHub(Client):
 
 class Gitea(GitHub):
     provider = "gitea"
-    per_page = 50  # Gitea's default maximum page size
+    paged = False  # GET /repos/{o}/{r}/issues/{n}/comments takes `since` and `before` only, and returns them all
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"token {self._token}"}

@@ -35,7 +35,7 @@ DOCUMENTED: dict[str, dict[str, Any]] = {
         "status": r"/repos/acme/zato-services/statuses/(?P<sha>[0-9a-f]{40})",
         "states": {"pending", "success", "error", "failure", "warning"},
         "context_key": "context",
-        "page_size": "limit",
+        "page_size": None,  # the issue comments list is not paged: every comment in one answer
     },
     "gitlab": {
         "auth": ("PRIVATE-TOKEN", TOKEN),
@@ -122,8 +122,10 @@ class HostBed:
         if m := re.fullmatch(doc["comments"], path):
             if r.method == "GET":
                 params = dict(p.split("=", 1) for p in query.split("&") if p)
-                size, page = int(params.get(doc["page_size"], "30")), int(params.get("page", "1"))
                 mine = [c for c in self.comments.values() if c["pr"] == int(m["pr"])]
+                if doc["page_size"] is None:
+                    return (422, {"message": "unknown parameter"}) if params else (200, mine)
+                size, page = int(params.get(doc["page_size"], "30")), int(params.get("page", "1"))
                 return 200, mine[(page - 1) * size: page * size]
             if r.method == "POST":
                 if not isinstance(r.body, dict) or set(r.body) != {"body"}:
