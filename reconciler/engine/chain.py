@@ -33,7 +33,7 @@ from reconciler.core.state import Desired, ObservedServer
 from reconciler.engine.facts import FactFile
 from reconciler.engine.results import ApplyReport, PlanReport
 from reconciler.engine.scheduler import PERSISTENT, cron_trigger, make_scheduler, runtime
-from reconciler.errors import Busy, Stalled
+from reconciler.errors import Busy, SourceError, Stalled
 from reconciler.githost.client import State, client_for
 from reconciler.githost.statuses import ResultHook, StatusPoster, StatusUpdate
 from reconciler.gitrepo import blobs, trust
@@ -238,7 +238,10 @@ class Engine:
                 for name in names:
                     self.post_status(commit, name, False, f"error: {e}".splitlines()[0])
                 raise
-            trust.mark_applied(self.source, self.settings.branch, commit)
+            try:
+                trust.mark_applied(self.source, self.settings.branch, commit)
+            except SourceError as e:  # the deploy happened: say so, and let the next apply mark it
+                self.progress(f"warning: {e.message}")
             for name in names:
                 ok, why = cluster_status(result, name)
                 self.post_status(commit, name, ok, why)
