@@ -201,6 +201,8 @@ def plan(clusters: tuple[str, ...], ref: str | None, fmt: str | None, as_json: b
         click.echo(json.dumps(plan_dict(report) | {"ref": ref or engine.settings.branch,
                                                    "release": release.to_dict()}, indent=2))
     else:
+        if ref:
+            out.print(f"{ref} is commit {commit[:12]}; planned against what the servers run now")
         print_plan(out, report)
         print_release(out, release)
     if not report.complete:
