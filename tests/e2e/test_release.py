@@ -88,6 +88,17 @@ def test_plan_and_comment_a_pull_request_in_zato_services(world: World, github: 
     assert r.returncode == 0 and "billing_old.py on server1, server2, server3: no longer in git" in r.stdout
     assert main == git(world.origin, "rev-parse", "main")
 
+    # a pull request with a module that does not compile: the markdown says the merge would be refused, file:line
+    git(world.work, "checkout", "-q", "-b", "broken", main)
+    (world.work / "services" / "crm.py").write_text("class (:\n")
+    git(world.work, "commit", "-q", "-am", "oops")
+    git(world.work, "push", "-q", "origin", "HEAD:refs/pull/8/head")
+    git(world.work, "checkout", "-q", "feature")
+    r = world.cli("plan", "--ref", "refs/pull/8/head", "--format", "markdown")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "**This commit would be refused: no server would be touched.**" in r.stdout
+    assert "- `services/crm.py:1: SyntaxError: invalid syntax`" in r.stdout
+
     cfg = config(world, "host", host_config(github))
     r = world.cli("comment", "--ref", "refs/pull/7/head", "--pr", "7", "--config", str(cfg))
     assert r.returncode == 0, r.stdout + r.stderr
