@@ -573,3 +573,26 @@ def test_a_rollout_waiting_for_its_window_is_neither_failed_nor_healed(tmp_path:
     del eng.outcomes[B]
     d.poll()
     assert cs.last_applied_revision == B and [e.kind for e in events] == ["deployed", "deployed"]
+
+
+def test_an_untrusted_head_stalls_every_cluster_is_recorded_once_and_never_applied(tmp_path: Path) -> None:
+    from reconciler.gitrepo.trust import Untrusted
+
+    eng = FakeEngine(clusters=("prod", "test"))
+    d, clock, events = make_daemon(tmp_path, eng)
+    d.poll()
+    eng.head = B
+
+    def untrusted() -> str:
+        eng.fetches += 1
+        raise Untrusted(B, f"commit {B[:12]} is unsigned; only commits signed by an allowed key are applied")
+
+    eng.fetch = untrusted  # type: ignore[method-assign]
+    d.poll()
+    clock.now += 1000
+    d.poll()
+    assert [r["action"] for r in eng.records] == ["refused"] and eng.records[0]["commit"] == B
+    assert all(c.conditions["Stalled"].status == "True" and "unsigned" in c.conditions["Stalled"].message
+               for c in d.status.clusters.values())
+    assert [e.kind for e in events] == ["deployed", "deployed", "failed", "failed"]
+    assert eng.applied == [("prod", A), ("test", A)]
