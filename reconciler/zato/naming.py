@@ -6,8 +6,9 @@ would run code from a branch nobody has reviewed yet, on the reconciler's machin
 and apply Zato's own naming rules, read from `zato.server.service.Service.get_name` (support/3.2):
 
 - a class is deployed as a service when it derives from Zato's `Service` (or another class of Zato's service
-  module, or a service class defined earlier in the same module), is defined in that module (imported classes
-  are skipped) and has no `zato_dont_import` attribute;
+  module, or a service class defined earlier in the same module), is defined in that module at module level
+  (also inside `if`, `try` and `with` blocks; imported classes are skipped) and has no `zato_dont_import`
+  attribute (own or inherited);
 - its name is its `name` attribute when that is set (inherited from a base class too, as `getattr` does), else
   the implementation name `<module>.<ClassName>` uncamelified: a `-` is put before every capital that follows a
   lower-case letter or starts a capitalised word, everything is lower-cased, `_` becomes `-` in the module part,
@@ -74,6 +75,22 @@ def _base_name(node: ast.expr) -> str | None:
 _UNKNOWN = object()
 
 
+def _module_level(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Statements that run at import and bind module attributes: the body, and the bodies of its `if`, `try` and
+    `with` blocks (a class defined there is a module attribute too, which is what Zato scans)."""
+    out: list[ast.stmt] = []
+    for node in body:
+        out.append(node)
+        if isinstance(node, ast.If):
+            out += _module_level(node.body) + _module_level(node.orelse)
+        elif isinstance(node, ast.Try):
+            out += _module_level(node.body) + [s for h in node.handlers for s in _module_level(h.body)]
+            out += _module_level(node.orelse) + _module_level(node.finalbody)
+        elif isinstance(node, ast.With):
+            out += _module_level(node.body)
+    return out
+
+
 def _class_attrs(cls: ast.ClassDef) -> dict[str, object]:
     """Attributes assigned in the class body: a literal's value, or `_UNKNOWN` for anything computed."""
     attrs: dict[str, object] = {}
@@ -98,7 +115,7 @@ def services_in(source: str | bytes, file_name: str) -> list[ServiceDef]:
     tree = ast.parse(source, filename=file_name)
     zato_names: set[str] = {"Service"}  # a bare `Service` base is Zato's, as in every example
     zato_modules: set[str] = set()
-    for node in tree.body:
+    for node in _module_level(tree.body):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(_ZATO_SERVICE_MODULES):
             zato_names.update(a.asname or a.name for a in node.names)
         elif isinstance(node, ast.Import):
@@ -108,7 +125,7 @@ def services_in(source: str | bytes, file_name: str) -> list[ServiceDef]:
     mod = module_name(file_name)
     local: dict[str, dict[str, object]] = {}  # service classes seen so far -> their effective attributes
     found: list[ServiceDef] = []
-    for node in tree.body:
+    for node in _module_level(tree.body):
         if not isinstance(node, ast.ClassDef):
             continue
         inherited: dict[str, object] = {}

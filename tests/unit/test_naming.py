@@ -77,6 +77,15 @@ def test_sorted_names_say_when_a_name_is_computed() -> None:
     assert "my_crm.Computed (name computed at import)" in service_names(SOURCE, "my_crm.py")
 
 
+def test_classes_defined_in_module_level_blocks_are_module_attributes_too() -> None:
+    source = (
+        "try:\n    from zato.server.service import Service\nexcept ImportError:\n    Service = object\n"
+        "if True:\n    class InIf(Service):\n        pass\n"
+        "def f():\n    class Inner(Service):\n        pass\n"
+    )
+    assert service_names(source, "blocks.py") == ("blocks.in-if",)
+
+
 def test_a_module_without_services_and_one_that_does_not_parse() -> None:
     assert services_in("x = 1\n", "util.py") == []
     with pytest.raises(SyntaxError):
