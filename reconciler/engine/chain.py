@@ -206,8 +206,12 @@ class Engine:
                         if e.record.get("sha256") in wanted and e.record.get("blob")]
             found = blobs.by_sha256(self.source, wanted, blob_ids, [
                 trust.last_applied(self.source, self.settings.branch),
-                self.source.ref_sha(self.source.tracking_ref)])
+                self.source.ref_sha(self.source.tracking_ref)], known=self._known_sha256)
         return release(report.plan, report.desired, report.observed, found)
+
+    def _known_sha256(self, blob: str) -> str | None:
+        facts = self.facts.get(blob)
+        return facts.sha256 if facts is not None else None
 
     def apply(self, only: list[str] | None = None, commit: str | None = None) -> ApplyReport:
         """Apply the branch head (fetched), or `commit` (already fetched) when given, to the clusters in `only`.

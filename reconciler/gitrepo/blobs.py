@@ -9,7 +9,7 @@ suspects. A copy found nowhere was put on the server by other means, and the pla
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import git
 
@@ -27,9 +27,9 @@ def read_blob(source: Source, blob_id: str) -> bytes | None:
 
 
 def by_sha256(source: Source, wanted: set[str], blob_ids: Iterable[str], commits: Iterable[str | None],
-              suffix: str = ".py") -> dict[str, bytes]:
+              suffix: str = ".py", known: Callable[[str], str | None] | None = None) -> dict[str, bytes]:
     """sha256 -> bytes for every wanted hash found among `blob_ids` (tried first) and the `suffix` files of
-    `commits`."""
+    `commits`. `known(blob id)` may tell a blob's sha256 without reading it (the fact cache)."""
     found: dict[str, bytes] = {}
     for blob in blob_ids:
         if not (wanted - found.keys()):
@@ -41,12 +41,16 @@ def by_sha256(source: Source, wanted: set[str], blob_ids: Iterable[str], commits
         if commit is None or not (wanted - found.keys()):
             continue
         try:
-            paths = source.files(commit)
+            entries = source.tree(commit).files
         except Stalled:  # a commit no longer in the clone (garbage-collected after a force-push): nothing to find
             continue
-        for path in paths:
-            if path.endswith(suffix):
-                data = source.read(commit, path)
-                if (h := hashlib.sha256(data).hexdigest()) in wanted:
-                    found[h] = data
+        for path, blob in entries.items():
+            if not path.endswith(suffix):
+                continue
+            cached = known(blob) if known else None
+            if cached is not None and cached not in wanted:
+                continue
+            data = read_blob(source, blob)
+            if data is not None and (h := hashlib.sha256(data).hexdigest()) in wanted:
+                found[h] = data
     return found
