@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from threading import Event
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from reconciler.apply import files
 from reconciler.apply.restart import ServerControl, source_failures
 from reconciler.apply.store import Rollout, RolloutStore, now
@@ -148,7 +150,7 @@ class RolloutRunner:
                 self.store.update_server(rid, server, step="stopping", started=now())
             self._drain(ctl, server, "drain")
             if step == "stopping":
-                self.say(server, "stopping")
+                self.say(server, "stopping (`zato stop`, then waiting for the process to end and the port to be free)")
                 ctl.stop(timeout)
                 step = "starting"
                 self.store.update_server(rid, server, step="starting")
@@ -160,7 +162,8 @@ class RolloutRunner:
                 self.store.update_server(rid, server, step="waiting")
             if step in ("waiting", "verifying"):
                 mark = self._mark(rid, server, obs)
-                self.say(server, "waiting for /zato/ping and the Started line")
+                self.say(server, f"waiting for /zato/ping and the Started line (a Zato start takes 9-16 s; giving "
+                                 f"up after {timeout:.0f} s)")
                 ready = ctl.wait_ready(mark, timeout)
                 out.lines = ready.lines
                 if not ready.ok:
@@ -177,6 +180,11 @@ class RolloutRunner:
             self.store.update_server(rid, server, step="done", ready=out.ready, detail="")
             self.say(server, f"ready ({out.duration:.1f} s)")
             return out
+        except SQLAlchemyError:
+            # the store (the state database) went away mid-step: never leave a server this run stopped down. The
+            # step stays as last written; whoever resumes the rollout repeats it (a stop and start more, no harm)
+            self._bring_back(ctl, server, timeout)
+            raise
         except ReconcilerError as e:
             out.error = e.message
             out.outcome = "failed"
@@ -208,6 +216,14 @@ class RolloutRunner:
             self.say(server, f"rolling back failed: {e.message}")
         out.ready = now()
         return out
+
+    def _bring_back(self, ctl: ServerControl, server: str, timeout: float) -> None:
+        try:
+            if ctl.running_pid() is None:
+                self.say(server, "the rollout store cannot be written: starting the server again before stopping")
+                ctl.start(timeout)
+        except ReconcilerError as e:
+            self.say(server, f"starting it again failed too: {e.message}")
 
     # --- helpers ---------------------------------------------------------------------------------------------
     def _ops(self, restart: Restart | None) -> list[files.FileOp]:

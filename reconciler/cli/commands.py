@@ -17,9 +17,11 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler import __version__
-from reconciler.errors import ManifestInvalid, ReconcilerError
+from reconciler.db import first_line
+from reconciler.errors import ManifestInvalid, ReconcilerError, Transient
 from reconciler.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -69,6 +71,11 @@ def handle_errors(f: F) -> F:
             return f(*args, **kwargs)
         except ReconcilerError as e:
             err.print(f"[bold red]error:[/] {e.render()}", markup=True, highlight=False)
+            sys.exit(EXIT_ERROR)
+        except SQLAlchemyError as e:
+            why = Transient(f"the state database cannot be used: {first_line(e)}",
+                            hint="check `state_db` in the config and that the database answers")
+            err.print(f"[bold red]error:[/] {why.render()}", markup=True, highlight=False)
             sys.exit(EXIT_ERROR)
         except KeyboardInterrupt:
             err.print("interrupted")

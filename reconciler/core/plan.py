@@ -16,6 +16,12 @@ Hot-deploy rules (facts in docs/zato-facts.md):
 - on 2.0 to 3.3 one drop into one running server's pickup dir fans out to the cluster, so the module is dropped
   once and every server must confirm it; on 4.1 each differing server gets its own copy and confirms it;
 - a cluster with a server that is not running cannot confirm a hot-deploy: the plan says so and apply refuses it.
+
+Notes (said, never acted on) keep the plan truthful about what the servers will do on their own:
+- on 2.0 to 3.3 the cluster's ODB remembers every hot-deployed module: one missing from a server's
+  work/hot-deploy/current comes back at that server's next start, so deleting it there undeploys nothing;
+- the server process's environment may override server.conf's pickup dir (observe reads /proc/<pid>/environ
+  and deploys to the folder the server really watches), and extra user pickup folders import code in place.
 """
 
 from __future__ import annotations
@@ -180,10 +186,47 @@ def plan_cluster(desired: DesiredCluster, observed: ObservedCluster) -> ClusterP
         "the manifest's profile is used (log lines, fan-out), so correct zato_version if the server is right"
         for s in servers
         if s.zato_version and profile_of(s.zato_version) not in (None, desired.spec.zato_version)
-    )
+    ) + _server_notes(desired, servers)
     return ClusterPlan(
         desired.name, desired.spec.zato_version, tuple(hot), tuple(blocked), notes, restarts, restart_blocked
     )
+
+
+def _server_notes(desired: DesiredCluster, servers: list[ObservedServer]) -> tuple[str, ...]:
+    """What the servers do on their own that the plan cannot change: ODB resurrection, environment overrides,
+    user pickup folders."""
+    notes: list[str] = []
+    for s in servers:
+        if "hot_deploy.pickup_dir" in s.overrides:
+            notes.append(
+                f"{s.name}: the server's environment overrides server.conf's pickup_dir "
+                f"(Zato_Config_Server_server__conf_hot_deploy_pickup_dir); modules go to {s.paths.pickup_dir}, "
+                "the folder it really watches"
+            )
+        elif s.overrides:
+            notes.append(f"{s.name}: the server's environment overrides server.conf's {', '.join(s.overrides)}")
+        if s.extra_pickup:
+            notes.append(
+                f"{s.name}: also imports modules in place from {', '.join(s.extra_pickup)} (Zato_Hot_Deploy_Dir or "
+                "pickup.conf); zato-gitops deploys to the pickup dir only, so a module of the same name there wins "
+                "or loses by whichever the server reads last"
+            )
+        if s.running and s.environ == "unreadable":
+            notes.append(
+                f"{s.name}: its process's environment cannot be read (another user's), so a Zato_Config_Server_... "
+                "override of the pickup dir would not be seen: server.conf's is used"
+            )
+    if desired.profile.fan_out:
+        everywhere = {m for s in servers for m in s.deployed}
+        for s in servers:
+            gone = sorted(m for m in everywhere - set(s.deployed) if m not in desired.modules)
+            if gone:
+                notes.append(
+                    f"{s.name}: {', '.join(gone)} deployed on other servers but missing from its "
+                    f"{s.paths.deployed_dir}; if hot-deployed, the cluster's ODB deploys it there again at its next "
+                    "start (deleting a module from current/ undeploys nothing)"
+                )
+    return tuple(notes)
 
 
 def profile_of(version: str) -> str | None:

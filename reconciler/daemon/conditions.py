@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from reconciler.db import first_line
 from reconciler.db.schema import scope_name
 from reconciler.db.status import StatusRow
 from reconciler.settings import Settings
@@ -374,7 +375,7 @@ class StatusStore:
             except FileNotFoundError:
                 return self
             except SQLAlchemyError as e:
-                self.db_error = _db_error(e)
+                self.db_error = first_line(e)
                 return self
             except (OSError, ValueError):
                 # a corrupt file only loses history the daemon rebuilds at its first poll; never refuse to start
@@ -409,7 +410,7 @@ class StatusStore:
                     self.row.write(self.to_dict())
                     self.db_error = ""
                 except SQLAlchemyError as e:  # kept in memory; written by the next save that reaches the database
-                    self.db_error = _db_error(e)
+                    self.db_error = first_line(e)
                 return
             text = json.dumps(self.to_dict(), indent=2)
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -423,8 +424,3 @@ class StatusStore:
                     os.unlink(tmp)
                 raise
 
-
-
-def _db_error(e: SQLAlchemyError) -> str:
-    """The first line of a database error, without SQLAlchemy's background link."""
-    return str(getattr(e, "orig", None) or e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reconciler.daemon.conditions import iso, short
-from reconciler.daemon.outcome import Ledger, classify, classify_error
+from reconciler.daemon.outcome import Ledger, classify, classify_error, expected
 from reconciler.errors import ReconcilerError
 
 log = logging.getLogger("zato_gitops.daemon")
@@ -108,7 +108,7 @@ class DriftCheck:
             result = engine.apply(only=[name], commit=revision)
             outcome = classify(result, name)
         except Exception as e:
-            if not isinstance(e, ReconcilerError):
+            if not expected(e):
                 log.exception("%s: unexpected error while healing drift", name)
             outcome = classify_error(e)
         self.metrics.reconcile_duration.labels(name, "drift").observe(time.monotonic() - started)

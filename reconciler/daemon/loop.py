@@ -48,7 +48,7 @@ from reconciler.daemon.drift import DriftCheck
 from reconciler.daemon.http import Server, parse_listen
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.notify import Notifier
-from reconciler.daemon.outcome import Ledger, classify, classify_error
+from reconciler.daemon.outcome import Ledger, classify, classify_error, expected
 from reconciler.db.leader import Election, SingleNode
 from reconciler.db.schema import scope_name
 from reconciler.engine.scheduler import PERSISTENT, make_scheduler, persistent_store, register_runtime
@@ -476,7 +476,7 @@ class Daemon:
             report = self.engine.apply(only=[name], commit=head)
             outcome = classify(report, name)
         except Exception as e:  # every error ends in the status; nothing escapes the loop
-            if not isinstance(e, ReconcilerError):
+            if not expected(e):
                 log.exception("%s: unexpected error while applying %s", name, short(head))
             outcome = classify_error(e)
         self.metrics.reconcile_duration.labels(name, "deploy").observe(time.monotonic() - started)

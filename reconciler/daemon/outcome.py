@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from reconciler.core.release import left_git
 from reconciler.daemon.conditions import ClusterStatus, Event, FailureKind, ServerState, StatusStore
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.notify import Notifier
+from reconciler.db import first_line
 from reconciler.errors import Busy, ReconcilerError, Stalled
 
 log = logging.getLogger("zato_gitops.daemon")
@@ -102,7 +105,14 @@ def classify_error(e: Exception) -> Outcome:
         name = type(e).__name__
         return Outcome(False, "transient", name if name not in ("ReconcilerError", "Transient") else "ApplyError",
                        e.message)
+    if isinstance(e, SQLAlchemyError):
+        return Outcome(False, "transient", "StateDatabaseUnreachable", first_line(e))
     return Outcome(False, "transient", "InternalError", f"{type(e).__name__}: {e}")
+
+
+def expected(e: Exception) -> bool:
+    """An error the daemon reports in one line (no traceback): ours, or the state database going away."""
+    return isinstance(e, ReconcilerError | SQLAlchemyError)
 
 
 class Ledger:

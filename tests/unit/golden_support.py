@@ -40,7 +40,9 @@ def build(case: dict[str, Any]) -> tuple[Desired, dict[str, ObservedCluster]]:
                                 "0.0.0.0:17010")
             obs.append(ObservedServer(c["name"], s, paths, o.get("deployed", {}), o.get("pickup", {}),
                                       LogMark(paths.log, 0, 1), o.get("running", True),
-                                      o.get("zato_version", c.get("zato_version", "3.2"))))
+                                      o.get("zato_version", c.get("zato_version", "3.2")),
+                                      environ=o.get("environ", "read"), overrides=tuple(o.get("overrides", ())),
+                                      extra_pickup=tuple(o.get("extra_pickup", ()))))
         observed[c["name"]] = ObservedCluster(c["name"], tuple(obs))
     from reconciler.manifest.model import Manifest
 
