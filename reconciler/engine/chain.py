@@ -124,6 +124,16 @@ class Engine:
         self.check_trust(commit)
         return commit
 
+    def fetch_to_apply(self, run_id: str | None = None) -> str:
+        """`fetch()` for a command that applies: a head refused as untrusted is also recorded on its commit, so
+        `history` shows who tried to release what (a plan records nothing)."""
+        try:
+            return self.fetch()
+        except trust.Untrusted as e:
+            self._record(e.commit, [self._record_base(run_id or uuid.uuid4().hex[:12], e.commit) | {
+                "action": "refused", "outcome": "failed", "detail": e.message}])
+            raise
+
     def check_trust(self, commit: str) -> None:
         """Refuse a head that is not signed by an allowed key, or that rewrites the applied history."""
         v = self.settings.verify
@@ -221,12 +231,7 @@ class Engine:
         reconciler was killed) is finished first, at the server where it stopped."""
         with self.locked():
             run_id = uuid.uuid4().hex[:12]
-            try:
-                commit = commit or self.fetch()
-            except trust.Untrusted as e:
-                self._record(e.commit, [self._record_base(run_id, e.commit) | {
-                    "action": "refused", "outcome": "failed", "detail": e.message}])
-                raise
+            commit = commit or self.fetch_to_apply(run_id)
             try:
                 desired = self.desired(commit)
             except Stalled as e:
