@@ -364,14 +364,11 @@ class StatusStore:
     def load(self) -> StatusStore:
         with self.lock:
             try:
-                if self.row is not None:
-                    found = self.row.read()
-                    self.db_error = ""
-                    if found is None:
-                        return self
-                    data = found
-                else:
-                    data = json.loads(self.path.read_text(encoding="utf-8"))
+                found = self.row.read() if self.row is not None else None
+                self.db_error = ""
+                # no document in the database yet: a node moving to a shared state_db brings its status.json
+                # along (suspend flags, last applied revisions); the next save writes it to the database
+                data = found if found is not None else json.loads(self.path.read_text(encoding="utf-8"))
             except FileNotFoundError:
                 return self
             except SQLAlchemyError as e:

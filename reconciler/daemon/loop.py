@@ -21,6 +21,11 @@ reconcile` add a one-off job "now". SIGTERM sets the engine's `stop` event, whic
 steps (a rolling restart finishes the server it is on; no new cluster is started), waits for the running job,
 writes the status and exits 0. One daemon per state dir: `<state_dir>/daemon.lock` (an flock, released by the
 kernel if the process dies), beside the engine's per-apply `<state_dir>/lock`.
+
+With a shared `state_db` (PostgreSQL), two daemons on two nodes elect a leader (`db/leader.py`): the scheduler
+runs, and the poll, the drift check and the window jobs act, only while this daemon leads (`_on_role`); a standby
+serves the HTTP endpoint, forwards webhooks and requests to the leader and shows the status the leader wrote.
+Losing the lead sets `halt`, which the engine checks between server steps, exactly as SIGTERM does.
 """
 
 from __future__ import annotations
@@ -205,9 +210,7 @@ class Daemon:
                         extra={"event": "standby"})
             return
         if self.leader.shared:
-            self.status.load()  # what the last leader knew
-            for cs in self.status.clusters.values():
-                self.ledger.gauges(cs)
+            self._load_shared()  # what the last leader knew
         if self.scheduler is None:
             return
         if not self._persistent_added:
@@ -246,9 +249,18 @@ class Daemon:
             self.request_reconcile(names, why, force=bool(request.get("force")))
 
     # --- what the HTTP endpoint calls --------------------------------------------------------------------------
-    def status_dict(self) -> dict[str, Any]:
+    def _follow(self) -> None:
+        """A standby shows what the leader wrote (status and cluster gauges), not what it knew when it started."""
         if self.leader.shared and not self.leader.is_leader:
-            self.status.load()  # a standby shows what the leader wrote
+            self._load_shared()
+
+    def _load_shared(self) -> None:
+        self.status.load()
+        for cs in self.status.clusters.values():
+            self.ledger.gauges(cs)
+
+    def status_dict(self) -> dict[str, Any]:
+        self._follow()
         data = self.status.to_dict()
         data["daemon"] = dict(self.status.daemon) | {
             "role": self.leader.role, "role_reason": self.leader.reason,
@@ -282,6 +294,7 @@ class Daemon:
         return True, f"last poll {age:.0f} s ago"
 
     def metrics_text(self) -> tuple[bytes, str]:
+        self._follow()
         return self.metrics.render(), self.metrics.content_type
 
     def count_webhook(self, provider: str, result: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from reconciler.apply.lease import LeaseHeld
 from reconciler.core.release import left_git
 from reconciler.daemon.conditions import ClusterStatus, Event, FailureKind, ServerState, StatusStore
 from reconciler.daemon.metrics import Metrics
@@ -95,6 +96,9 @@ def classify(report: Any, cluster: str) -> Outcome:
 
 
 def classify_error(e: Exception) -> Outcome:
+    if isinstance(e, LeaseHeld):
+        # another reconciler (its own state dir, maybe another machine) holds the cluster's lease: wait for it
+        return Outcome(False, "transient", "ClusterLeased", e.message)
     if isinstance(e, Busy):
         # the engine's per-apply lock is held by a manual `apply`: that passes on its own
         return Outcome(False, "transient", "StateDirBusy", e.message)

@@ -24,23 +24,24 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 
 from reconciler.apply.hotdeploy import ServerResult, hot_deploy
+from reconciler.apply.lease import Lease, LeaseSite
 from reconciler.apply.rollout import RestartOutcome, RolloutRunner
 from reconciler.apply.store import OPEN, Rollout, RolloutStore
 from reconciler.core.desired import build_desired
 from reconciler.core.plan import ClusterPlan, Plan, plan
 from reconciler.core.release import Release, release, wanted_shas
-from reconciler.core.state import Desired, ObservedServer
+from reconciler.core.state import Desired, DesiredCluster
 from reconciler.engine.facts import FactFile
 from reconciler.engine.results import ApplyReport, PlanReport
 from reconciler.engine.scheduler import PERSISTENT, cron_trigger, make_scheduler, runtime
-from reconciler.errors import Busy, SourceError, Stalled
+from reconciler.errors import Busy, SourceError, Stalled, Unreachable
 from reconciler.githost.client import State, client_for
 from reconciler.githost.statuses import ResultHook, StatusPoster, StatusUpdate
 from reconciler.gitrepo import blobs, trust
 from reconciler.gitrepo.notes import Audit, PushResult, format_at
 from reconciler.gitrepo.source import Source
 from reconciler.locks import LockHeld, PidLock
-from reconciler.observe import observe_all, observe_server
+from reconciler.observe import observe_all
 from reconciler.settings import Settings
 from reconciler.transport.connect import Connections
 from reconciler.transport.ssh import SSHOptions
@@ -242,7 +243,7 @@ class Engine:
             for name in names:
                 self.post_status(commit, name, None, f"deploying {commit[:12]}")
             try:
-                result = self._apply_commit(commit, desired, run_id, only)
+                result = self._apply_commit(commit, desired, run_id, names)
             except Exception as e:
                 for name in names:
                     self.post_status(commit, name, False, f"error: {e}".splitlines()[0])
@@ -256,18 +257,26 @@ class Engine:
                 self.post_status(commit, name, ok, why)
             return result
 
-    def _apply_commit(self, commit: str, desired: Desired, run_id: str, only: list[str] | None) -> ApplyReport:
+    def _apply_commit(self, commit: str, desired: Desired, run_id: str, names: list[str]) -> ApplyReport:
+        only = names
         result = ApplyReport(PlanReport(commit, desired, {}, plan(desired, {}), []), run_id=run_id)
         records: list[dict[str, Any]] = []
-        with self.connections() as conns:
+        with self.connections() as conns, contextlib.ExitStack() as leases:
+            # the leases come first: the plan must be made while no other reconciler changes the servers
+            held = self._take_leases(leases, [desired.cluster(n) for n in names], conns)
             for rollout in self.store.all(("running",)):
-                if only is None or rollout.cluster in only:
-                    records += self._run_rollout(rollout.id, conns, result)
-            report = self.observe(desired, conns, only)
+                if rollout.cluster in only and rollout.cluster in held:
+                    records += self._run_rollout(rollout.id, conns, result, held[rollout.cluster], desired)
+            report = self.observe(desired, conns, names)
             result.report = report
             for cluster_plan in report.plan.clusters:
-                if not cluster_plan.empty:
-                    records += self._apply_cluster(run_id, desired, report, cluster_plan, conns, result)
+                if cluster_plan.empty:
+                    continue
+                if cluster_plan.cluster not in held:  # came back between the lease and the observe
+                    result.refused[cluster_plan.cluster] = ["no server answered when its lease was taken"]
+                    continue
+                records += self._apply_cluster(run_id, desired, report, cluster_plan, conns, result,
+                                               held[cluster_plan.cluster])
             for c, s, err in report.unreachable:
                 records.append(self._record_base(run_id, commit) | {
                     "cluster": c, "server": s, "action": "observe", "outcome": "failed", "detail": err.message})
@@ -275,9 +284,29 @@ class Engine:
             result.note = self._record(commit, records)
         return result
 
+    def _take_leases(
+        self, stack: contextlib.ExitStack, clusters: list[DesiredCluster], conns: Connections
+    ) -> dict[str, Lease]:
+        """Hold the lease of every cluster (released when `stack` closes), or raise `LeaseHeld` having taken none.
+        A cluster with no reachable server gets no lease: it cannot be observed, so nothing changes there."""
+        held: dict[str, Lease] = {}
+        for dc in clusters:
+            lease = self.lease(dc, conns)
+            try:
+                stack.enter_context(lease.held())
+            except Unreachable:
+                continue
+            held[dc.name] = lease
+        return held
+
+    def lease(self, dc: DesiredCluster, conns: Connections) -> Lease:
+        sites = [LeaseSite(s.name, s.path, conns.get(dc.spec, s)) for s in dc.spec.servers]
+        return Lease(dc.name, sites, owner=self.by, state_dir=str(self.settings.state_dir),
+                     ttl=self.settings.lease_ttl, wait=self.settings.lease_wait)
+
     def _apply_cluster(
         self, run_id: str, desired: Desired, report: PlanReport, cluster_plan: ClusterPlan, conns: Connections,
-        result: ApplyReport,
+        result: ApplyReport, lease: Lease,
     ) -> list[dict[str, Any]]:
         name, commit = cluster_plan.cluster, desired.commit
         dc = desired.cluster(name)
@@ -316,23 +345,23 @@ class Engine:
         for old in self.store.all(OPEN, cluster=name):
             self.store.set_status(old.id, "superseded", f"superseded by commit {commit[:12]}")
             self._unschedule(old.id)
-        servers_in_order = [s.name for s in spec.servers]
+        plans = {r.server: r.to_dict() for r in cluster_plan.restarts}  # what `plan` showed, carried out as is
         window = spec.rollout.window
         if window and window_open(window, datetime.now(UTC)):
             self.progress(f"{name}: the rollout window '{window}' is open now")
             window = None
         if window:
-            rollout = self.store.create(name, commit, servers_in_order, status="pending", window=window)
+            rollout = self.store.create(name, commit, plans, status="pending", window=window)
             when = self._schedule(rollout.id, window)
             result.scheduled[name] = (rollout.id, when)
             self.progress(f"{name}: rolling restart {rollout.id} waits for its window '{window}' (next: {when})")
             return [*records, self._record_base(run_id, commit) | {
                 "cluster": name, "action": "rollout-scheduled", "rollout": rollout.id, "outcome": "pending",
                 "detail": f"window '{window}', next {when}"}]
-        rollout = self.store.create(name, commit, servers_in_order, status="running", window=None)
+        rollout = self.store.create(name, commit, plans, status="running", window=None)
         self.progress(f"{name}: rolling restart {rollout.id} of {len(cluster_plan.restarts)} server(s), "
                       f"{spec.rollout.max_unavailable} at a time")
-        return [*records, *self._run_rollout(rollout.id, conns, result)]
+        return [*records, *self._run_rollout(rollout.id, conns, result, lease, desired)]
 
     # --- rollback through git ------------------------------------------------------------------------------
     def rollback(self, to: str, message: str | None = None) -> trust.RollbackCommit:
@@ -363,28 +392,27 @@ class Engine:
             self._store = RolloutStore.for_settings(self.settings)
         return self._store
 
-    def _run_rollout(self, rid: str, conns: Connections, result: ApplyReport | None = None) -> list[dict[str, Any]]:
+    def _run_rollout(
+        self, rid: str, conns: Connections, result: ApplyReport | None, lease: Lease, desired: Desired
+    ) -> list[dict[str, Any]]:
+        """Carry out a persisted rollout as it was planned (the commit's files, each server's stored operations).
+        `desired` is the run's, built once; a rollout of another commit reads that commit's files."""
         rollout = self.store.get(rid)
         records = self._unrecorded_restarts(rollout)
-        desired = self.desired(rollout.commit)
+        if desired.commit != rollout.commit:
+            desired = self.desired(rollout.commit)
         dc = desired.cluster(rollout.cluster)
         spec = dc.spec
         transports = {s.name: conns.get(spec, s) for s in spec.servers}
-        by_name = {s.name: s for s in spec.servers}
-
-        def observe_one(server: str) -> ObservedServer:
-            s = by_name[server]
-            return observe_server(transports[server], spec, s, self.settings.command_timeout, dc)
-
-        runner = RolloutRunner(self.store, dc, transports, observe_one, progress=self.progress, stop=self.stop,
-                               poll=self.settings.confirm_poll)
+        runner = RolloutRunner(self.store, dc, transports, progress=self.progress, stop=self.stop,
+                               poll=self.settings.confirm_poll, guard=lease.check)
         outcomes = runner.run(rollout)
         final = self.store.get(rid)
         if result is not None:
             result.rollouts[rollout.cluster] = (final, outcomes)
         for o in outcomes:
-            if o.outcome in ("interrupted",):
-                continue
+            if o.outcome in ("interrupted", "unreachable"):
+                continue  # not finished: the run that finishes it records it
             rec = self._record_base(rid, rollout.commit) | {
                 "cluster": rollout.cluster, "server": o.server, "action": "restart", "rollout": rid,
                 "outcome": o.outcome, "started": o.started, "ready": o.ready, "duration": round(o.duration, 2),
@@ -417,11 +445,13 @@ class Engine:
                 raise Stalled(f"rollout {rollout.id} is {rollout.status}; only pending, running or halted ones resume")
             self._unschedule(rollout.id)
             self.source.fetch()
-            result = ApplyReport(PlanReport(rollout.commit, self.desired(rollout.commit), {}, Plan("", ()), []))
+            desired = self.desired(rollout.commit)
+            result = ApplyReport(PlanReport(rollout.commit, desired, {}, Plan("", ()), []))
             self.post_status(rollout.commit, rollout.cluster, None, f"rolling restart {rollout.id} running")
             try:
-                with self.connections() as conns:
-                    records = self._run_rollout(rollout.id, conns, result)
+                with self.connections() as conns, \
+                        self.lease(desired.cluster(rollout.cluster), conns).held() as lease:
+                    records = self._run_rollout(rollout.id, conns, result, lease, desired)
             except Exception as e:
                 self.post_status(rollout.commit, rollout.cluster, False, f"error: {e}".splitlines()[0])
                 raise
