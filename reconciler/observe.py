@@ -94,8 +94,7 @@ if [ -f config/repo/pickup.conf ]; then
 fi
 hashes() {
   [ -d "$1" ] || return 0
-  set -- "$1"/*.py
-  [ -f "$1" ] && sha256sum -- "$@"
+  find "$1" -maxdepth 1 -name '*.py' ! -name '.*' -type f -exec sha256sum -- {} + 2>/dev/null
   return 0
 }
 echo "@@current"; hashes "$current"
