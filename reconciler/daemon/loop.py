@@ -57,7 +57,7 @@ from reconciler.daemon.outcome import Ledger, classify, classify_error, expected
 from reconciler.db.leader import Election, SingleNode
 from reconciler.db.schema import scope_name
 from reconciler.engine.scheduler import PERSISTENT, make_scheduler, persistent_store, register_runtime
-from reconciler.errors import ReconcilerError, Stalled
+from reconciler.errors import ReconcilerError, Stalled, Transient
 from reconciler.gitrepo.trust import Untrusted
 from reconciler.settings import Settings
 
@@ -334,7 +334,7 @@ class Daemon:
                 raise KeyError(cluster)
             failed = self.leader.forward({"action": "suspend", "clusters": [cluster], "suspended": suspended})
             if failed:
-                raise KeyError(f"{cluster} (the leader cannot be reached: {failed})")
+                raise Transient(f"this daemon stands by and cannot reach the leader: {failed}")
             return
         with self.status.lock:
             if cluster not in self.status.clusters:
