@@ -669,6 +669,8 @@ PAGES = {
     "hosts": "preparing your Zato hosts: the SSH user, known_hosts, server names, transport: local",
     "troubleshooting": "every error message and what to do about it",
     "history": "reading the deploy history from any clone (the notes refspec to fetch)",
+    "releases": "releasing by pull request: plan a ref in Zato services, the PR comment, commit statuses, signed "
+                "history, rollback, modules that left git",
 }
 
 

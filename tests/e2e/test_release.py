@@ -29,6 +29,18 @@ CRM_PR = HEAD + ("class GetCustomer(Service):\n    def handle(self):\n        se
                  "class UpdateCustomer(Service):\n    def handle(self):\n        pass\n")
 
 
+def valid(name: str, data: Any) -> None:
+    """`data` matches the JSON Schema the package ships for that command's --json (references resolved)."""
+    import jsonschema
+    from referencing import Registry, Resource
+
+    schemas = Path(__file__).resolve().parents[2] / "reconciler" / "cli" / "schemas"
+    loaded = {p.name: json.loads(p.read_text()) for p in schemas.glob("*.schema.json")}
+    registry: Registry[Any] = Registry().with_resources(
+        (s["$id"], Resource.from_contents(s)) for s in loaded.values())
+    jsonschema.Draft202012Validator(loaded[f"{name}.schema.json"], registry=registry).validate(data)
+
+
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -78,6 +90,7 @@ def test_plan_and_comment_a_pull_request_in_zato_services(world: World, github: 
 
     code, data = world.cli_json("plan", "--ref", "refs/pull/7/head")
     assert code == 2 and data["ref"] == "refs/pull/7/head" and data["commit"] == pr
+    valid("plan", data)
     [cluster] = data["release"]["clusters"]
     [crm] = cluster["modules"]
     assert (crm["added"], crm["changed"], crm["removed"]) == (
@@ -241,8 +254,10 @@ def test_rollback_through_git(world: World) -> None:
     assert world.cli("apply").returncode == 0
     assert all(s.services()["crm.get-customer"] == sha(CRM_PR) for s in world.servers)
 
-    r = world.cli("rollback", "--to", v1[:10], "--message", "v2 breaks the CRM")
+    r = world.cli("rollback", "--to", v1[:10], "--message", "v2 breaks the CRM", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
+    valid("rollback", json.loads(r.stdout))
+    assert json.loads(r.stdout)["applied"]["ok"] is True
     head = git(world.origin, "rev-parse", "main")
     assert head not in (v1, v2)
     assert git(world.origin, "rev-parse", f"{head}^") == v2
@@ -266,4 +281,5 @@ def test_rollback_through_git(world: World) -> None:
     r = world.cli("rollback", "--to", v2, "--no-apply", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["to"] == v2
+    valid("rollback", json.loads(r.stdout))
     assert all(s.services()["crm.get-customer"] == sha(CRM_V1) for s in world.servers)  # not applied
