@@ -275,6 +275,12 @@ class Engine:
                 if cluster_plan.cluster not in held:  # came back between the lease and the observe
                     result.refused[cluster_plan.cluster] = ["no server answered when its lease was taken"]
                     continue
+                lease = held[cluster_plan.cluster]
+                if not lease.full:
+                    result.refused[cluster_plan.cluster] = [
+                        f"its first server did not answer when the lease was taken (it is on "
+                        f"{lease.site.server if lease.site else '?'}); run again"]
+                    continue
                 records += self._apply_cluster(run_id, desired, report, cluster_plan, conns, result,
                                                held[cluster_plan.cluster])
             for c, s, err in report.unreachable:
