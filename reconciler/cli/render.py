@@ -15,6 +15,7 @@ from rich.text import Text
 
 from reconciler.apply.store import Rollout
 from reconciler.core.plan import ClusterPlan, Plan
+from reconciler.core.release import Release
 from reconciler.engine.results import ApplyReport, PlanReport
 
 
@@ -70,6 +71,23 @@ def print_plan(console: Console, report: PlanReport, partial: Sequence[Any] = ()
             _print_restarts(console, cp, head, spec.rollout.max_unavailable, spec.rollout.window)
     if p.empty and report.complete:
         console.print("No changes: every server runs what the commit says.")
+
+
+def print_release(console: Console, release: Release) -> None:
+    """The plan in Zato's words, after the file-level plan: services per changed module, modules that left git."""
+    for c in release.clusters:
+        for m in c.modules:
+            parts = ([f"+{n}" for n in m.added] + [f"~{n}" for n in m.changed] + [f"-{n}" for n in m.removed])
+            line = f"{c.cluster}: {m.repo_path} {m.change}: {', '.join(parts) or 'no services'}"
+            if m.unknown_before:
+                line += f" (what {', '.join(m.unknown_before)} run now is not in git)"
+            console.print(Text(line))
+        for r in c.restarts:
+            parts = [f"+{n}" for n in r.added] + [f"~{n}" for n in r.changed] + [f"-{n}" for n in r.removed]
+            if parts:
+                console.print(Text(f"{c.cluster}: restart of {r.server} loads {', '.join(parts)}"))
+        for g in c.left_git:
+            console.print(Text(f"{c.cluster}: {g.describe()}", style="yellow"))
 
 
 #: outcomes of a record that mean it went well, or that it is waiting (not a failure)
@@ -196,7 +214,8 @@ def print_history(console: Console, entries: Sequence[Any]) -> None:
     rows: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for e in entries:
         r = e.record
-        module = str(r.get("module") or (f"rollout {r['rollout']}" if r.get("rollout") else "-"))
+        module = str(r.get("module") or (f"rollout {r['rollout']}" if r.get("rollout") else None)
+                     or (f"back to {str(r['to'])[:8]} from {str(r.get('from', ''))[:8]}" if r.get("to") else "-"))
         key = (str(r.get("run", "")), str(r.get("cluster", "-")), str(r.get("action", "")), module)
         row = rows.setdefault(key, {"at": str(r.get("at", "")), "commit": e.commit, "summary": e.summary,
                                     "servers": [], "outcomes": set()})

@@ -58,6 +58,7 @@ from reconciler.db.leader import Election, SingleNode
 from reconciler.db.schema import scope_name
 from reconciler.engine.scheduler import PERSISTENT, make_scheduler, persistent_store, register_runtime
 from reconciler.errors import ReconcilerError, Stalled, Transient
+from reconciler.gitrepo.trust import Untrusted
 from reconciler.settings import Settings
 
 log = logging.getLogger("zato_gitops.daemon")
@@ -123,7 +124,9 @@ class Daemon:
     def _make_engine(self, stop: threading.Event) -> Any:
         from reconciler.engine.chain import Engine
 
-        return Engine(self.settings, self._progress, stop=stop)
+        engine = Engine(self.settings, self._progress, stop=stop)
+        engine.status_hook = lambda result, _update: self.metrics.commit_statuses.labels(result).inc()
+        return engine
 
     def _progress(self, msg: str) -> None:
         log.log(logging.DEBUG if msg.startswith(_ROUTINE) else logging.INFO, msg)
@@ -184,6 +187,8 @@ class Daemon:
             with contextlib.suppress(OSError):
                 info.unlink()
             self.notifier.close(wait=True)
+            if self.engine is not None and hasattr(self.engine, "close"):
+                self.engine.close()
             self.lock.release()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -393,6 +398,11 @@ class Daemon:
             return
         try:
             head = engine.fetch()
+        except Untrusted as e:  # unsigned, an unknown signer, or rewritten history: every cluster stalls on it
+            for name in self._cluster_names(e.commit):
+                self.status.cluster(name)
+            self._commit_refused(e.commit, e, forced=force_all or bool(force))
+            return
         except ReconcilerError as e:
             self._source_failed(e, "stalled" if isinstance(e, Stalled) else "transient")
             return
@@ -428,6 +438,16 @@ class Daemon:
             else:
                 log.debug("%s: nothing to do (%s)", name, why)
         src.revision = head
+
+    def _cluster_names(self, commit: str) -> list[str]:
+        """The clusters a commit's manifest names, read as data only (nothing observed, nothing compiled)."""
+        from reconciler.manifest.loader import load_manifest
+
+        try:
+            text = self.engine.source.read(commit, self.settings.manifest).decode("utf-8", "replace")
+            return [c.name for c in load_manifest(text, self.settings.manifest).manifest.clusters]
+        except (ReconcilerError, AttributeError):
+            return []
 
     def _commit_refused(self, head: str, e: Stalled, forced: bool) -> None:
         """The commit itself is invalid (manifest, module that does not compile): every cluster stalls on it."""
