@@ -7,90 +7,80 @@ traceback. Exit codes follow Argo CD's and Terraform's `plan`: 0 nothing to do, 
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import sys
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn
 
 import click
-from rich.console import Console
-from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler import __version__
-from reconciler.db import first_line
-from reconciler.errors import ManifestInvalid, ReconcilerError, Transient
-from reconciler.settings import Settings, load_settings
+from reconciler.cli.base import (
+    EX_USAGE,
+    EXIT_CHANGES,
+    EXIT_ERROR,
+    EXIT_OK,
+    Cli,
+    Reporter,
+    common_options,
+    daemon_logging,
+    emit_json,
+    err,
+    handle_errors,
+    make_settings,
+    merged,
+    out,
+    output_options,
+    print_error,
+    progress,
+    verbosity,
+    with_elapsed,
+    with_reporter,
+)
+from reconciler.errors import ManifestInvalid, Stalled
+from reconciler.settings import Settings
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-def _width(stream: Any) -> int | None:
-    """Terminal width on a terminal; a wide page when piped to a file or another program (or $COLUMNS)."""
-    return None if stream.isatty() else int(os.environ.get("COLUMNS") or 160)
-
-
-out = Console(highlight=False, width=_width(sys.stdout))
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
-
-
-def common_options(f: F) -> F:
-    """The options every command takes; each may also come from --config (flags win)."""
-    options = [
-        click.option("--repo", metavar="URL_OR_PATH",
-                     help="Services repository: a path, file://, ssh:// or https:// URL."),
-        click.option("--branch", metavar="NAME", help="Branch to reconcile.  [default: main]"),
-        click.option("--manifest", metavar="PATH",
-                     help="Manifest path in the repository.  [default: zato-gitops.yaml]"),
-        click.option("--identity", metavar="KEY_FILE", type=click.Path(path_type=Path),
-                     help="SSH private key for the servers (else the ssh agent and default keys)."),
-        click.option("--known-hosts", "known_hosts", metavar="FILE", type=click.Path(path_type=Path),
-                     help="known_hosts file; host keys are checked strictly.  [default: ~/.ssh/known_hosts]"),
-        click.option("--state-dir", "state_dir", metavar="DIR", type=click.Path(path_type=Path),
-                     help="The reconciler's clone, lock and records.  [default: ~/.local/state/zato-gitops]"),
-        click.option("--config", "config", metavar="FILE", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-                     help="YAML file with the same settings (keys as the long options, '_' for '-'); flags win."),
-    ]
-    for opt in reversed(options):
-        f = opt(f)
-    return f
+__all__ = ["EXIT_CHANGES", "EXIT_ERROR", "EXIT_OK", "EX_USAGE", "common_options", "err", "handle_errors",
+           "main", "make_settings", "out", "progress"]
 
 
-def make_settings(kw: dict[str, Any], **extra: Any) -> Settings:
-    keys = ("repo", "branch", "manifest", "identity", "known_hosts", "state_dir")
-    return load_settings(kw.get("config"), {k: kw.get(k) for k in keys} | extra)
+def known_clusters(source: Any, settings: Settings, commit: str, wanted: tuple[str, ...]) -> None:
+    """Refuse a --cluster the manifest at `commit` does not name (a typo must not read as "No changes")."""
+    if not wanted:
+        return
+    from reconciler.manifest.loader import load_manifest
+
+    try:
+        loaded = load_manifest(source.read(commit, settings.manifest), settings.manifest)
+    except (ManifestInvalid, Stalled):
+        return  # the command itself reports the manifest's problems
+    names = [c.name for c in loaded.manifest.clusters]
+    unknown = [c for c in wanted if c not in names]
+    if unknown:
+        raise Stalled(
+            f"no cluster named {', '.join(map(repr, unknown))} in {settings.manifest} at {commit[:12]}",
+            hint=f"the manifest's clusters are: {', '.join(names) or '(none)'}",
+        )
 
 
-def handle_errors(f: F) -> F:
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return f(*args, **kwargs)
-        except ReconcilerError as e:
-            err.print(f"[bold red]error:[/] {e.render()}", markup=True, highlight=False)
-            sys.exit(EXIT_ERROR)
-        except SQLAlchemyError as e:
-            why = Transient(f"the state database cannot be used: {first_line(e)}",
-                            hint="check `state_db` in the config and that the database answers")
-            err.print(f"[bold red]error:[/] {why.render()}", markup=True, highlight=False)
-            sys.exit(EXIT_ERROR)
-        except KeyboardInterrupt:
-            err.print("interrupted")
-            sys.exit(130)
+def known_clusters_offline(settings: Settings, wanted: tuple[str, ...]) -> None:
+    """As `known_clusters`, against the branch head last fetched into the state dir (no network: suspend, resume
+    and reconcile work while the git server is down); nothing is checked when nothing was fetched yet."""
+    if not wanted or not settings.repo or not (Path(settings.state_dir) / "repo.git").is_dir():
+        return
+    from reconciler.gitrepo.source import Source
 
-    return wrapper  # type: ignore[return-value]
+    source = Source(settings.repo, settings.branch, settings.state_dir, ssh_command=settings.git_ssh_command())
+    head = source.git("rev-parse", "--verify", "--quiet", f"{source.tracking_ref}^{{commit}}")
+    if head.status == 0 and head.out.strip():
+        known_clusters(source, settings, head.out.strip(), wanted)
 
 
-def progress(msg: str) -> None:
-    err.print(f"[dim]>[/] {msg}", markup=True, highlight=False)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="zato-gitops")
-def main() -> None:
+@common_options
+def main(**kw: Any) -> None:
     """Release Zato services by merging to git.
 
     A git repository holds the service modules and a manifest (zato-gitops.yaml) saying which Zato servers run
@@ -107,7 +97,10 @@ def main() -> None:
       zato-gitops history  --repo ...
       zato-gitops run      --config /etc/zato-gitops/config.yaml   # the daemon: merging is enough
 
-    Run `zato-gitops COMMAND --help` for each command's options; the manifest reference is in manifests/README.md.
+    \b
+    Run `zato-gitops COMMAND --help` for each command's options; `zato-gitops docs manifest` prints the manifest
+    reference, `zato-gitops docs` lists the other pages (exit codes, JSON output, troubleshooting).
+    Exit codes: 0 success, 1 error, 2 `plan` found changes, 64 usage error, 130 interrupted.
     """
 
 
@@ -115,8 +108,9 @@ def main() -> None:
 @common_options
 @click.option("--file", "file", metavar="MANIFEST", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Validate this manifest file only, without reading the repository.")
-@handle_errors
-def validate(file: Path | None, **kw: Any) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON on stdout.")
+@with_elapsed
+def validate(file: Path | None, as_json: bool, reporter: Reporter, **kw: Any) -> None:
     """Check the manifest and compile every module at the branch head; touch no server.
 
     Exit 0 when valid, 1 when not (every problem is listed as FILE:LINE: key.path: message).
@@ -125,47 +119,174 @@ def validate(file: Path | None, **kw: Any) -> None:
 
     if file is not None:
         try:
-            loaded = load_manifest(file.read_text(encoding="utf-8"), str(file))
+            loaded = load_manifest(file.read_bytes(), str(file))
         except ManifestInvalid as e:
-            err.print(e.render(), highlight=False)
-            sys.exit(EXIT_ERROR)
-        for w in loaded.warnings:
-            err.print(f"warning: {w}", highlight=False)
-        out.print(f"{file}: valid ({len(loaded.manifest.clusters)} clusters)")
+            _invalid(e, as_json, str(file), None)
+        _valid(as_json, str(file), None, loaded.warnings, len(loaded.manifest.clusters), None,
+               f"{file}: valid ({len(loaded.manifest.clusters)} clusters)")
         return
     from reconciler.engine.chain import Engine
 
-    engine = Engine(make_settings(kw), progress)
+    engine = Engine(make_settings(kw), reporter)
     commit = engine.fetch()
-    desired = engine.desired(commit)
-    for w in desired.warnings:
-        err.print(f"warning: {w}", highlight=False)
+    try:
+        desired = engine.desired(commit)
+    except Stalled as e:
+        _invalid(e, as_json, engine.settings.manifest, commit)
     n = sum(len(c.modules) for c in desired.clusters)
-    out.print(f"commit {commit[:12]}: valid ({len(desired.clusters)} clusters, {n} hot-deploy modules)")
+    _valid(as_json, engine.settings.manifest, commit, desired.warnings, len(desired.clusters), n,
+           f"commit {commit[:12]}: valid ({len(desired.clusters)} clusters, {n} hot-deploy modules)")
+
+
+def _invalid(e: Stalled, as_json: bool, file: str, commit: str | None) -> NoReturn:
+    """validate's refusal: the error path, with the problems listed in the JSON verdict too."""
+    if not as_json:
+        raise e
+    emit_json({"valid": False, "file": file, "commit": commit, "errors": list(getattr(e, "errors", [e.message])),
+               "warnings": [], "error": e.message, "hint": e.hint or None})
+    print_error(e.message, e.hint)
+    sys.exit(EXIT_ERROR)
+
+
+def _valid(as_json: bool, file: str, commit: str | None, warnings: Sequence[str], clusters: int,
+           modules: int | None, text: str) -> None:
+    _warn(warnings)
+    if as_json:
+        emit_json({"valid": True, "file": file, "commit": commit, "errors": [], "warnings": list(warnings),
+                   "clusters": clusters, "modules": modules})
+    else:
+        out.print(text)
+
+
+def _warn(warnings: Any) -> None:
+    if not verbosity.quiet:
+        for w in warnings:
+            err.print(f"warning: {w}", highlight=False, markup=False)
+
+
+REF_HELP = ("Plan this ref instead of the branch head, fetched from the origin: a branch, a commit SHA, "
+            "refs/pull/N/head (GitHub, Gitea) or refs/merge-requests/N/head (GitLab).")
+
+
+def _planned(engine: Any, ref: str | None, clusters: tuple[str, ...]) -> tuple[Any, Any, str, list[str]]:
+    """(plan report, release view, commit, problems): a refused commit gives no report and its problems."""
+    from reconciler.errors import ModulesInvalid
+
+    commit = engine.fetch_ref(ref) if ref else engine.fetch()
+    known_clusters(engine.source, engine.settings, commit, clusters)
+    try:
+        report = engine.plan(list(clusters) or None, commit=commit)
+    except (ManifestInvalid, ModulesInvalid) as e:
+        return None, None, commit, e.errors
+    return report, engine.release(report), commit, []
+
+
+def _markdown(report: Any, release: Any, commit: str, problems: list[str], ref: str) -> str:
+    from reconciler.cli.markdown import render
+
+    if report is None:
+        return render(None, ref=ref, commit=commit, problems=problems)
+    return render(
+        release, ref=ref, commit=commit,
+        zato_versions={c.cluster: c.zato_version for c in report.plan.clusters},
+        unreachable=[(c, s, e.message) for c, s, e in report.unreachable], warnings=list(report.plan.warnings),
+    )
 
 
 @main.command()
 @common_options
 @click.option("--cluster", "clusters", multiple=True, metavar="NAME", help="Only this cluster (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout.")
-@handle_errors
-def plan(clusters: tuple[str, ...], as_json: bool, **kw: Any) -> None:
-    """Show what apply would change on each server, and why; change nothing.
+@click.option("--ref", metavar="REF", help=REF_HELP)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]),
+              help="text for people, json for scripts, markdown for a pull request comment.  [default: text]")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout (short for --format json).")
+@click.option("--diff", "show_diff", is_flag=True,
+              help="Show a unified diff of each changed module against the version the servers run.")
+@with_elapsed
+def plan(clusters: tuple[str, ...], ref: str | None, fmt: str | None, as_json: bool, show_diff: bool,
+         reporter: Reporter, **kw: Any) -> None:
+    """Show what apply would change on each server, and why, down to Zato services; change nothing.
+
+    For every changed module the plan names the Zato services it adds, changes and removes (read from the
+    source, never imported), the servers it reaches and the restarts a static change causes, and it names
+    modules still deployed on a server that the commit no longer has.
 
     Exit 0 when every server runs what the commit says, 2 when changes are pending, 1 on error (including a
-    server that could not be observed).
+    server that could not be observed: the others' changes are still shown, `changes_pending` is null; with
+    --format markdown, also a commit that would be refused).
     """
-    from reconciler.cli.render import plan_dict, print_plan
+    from reconciler.cli.render import plan_dict, print_plan, print_release
     from reconciler.engine.chain import Engine
 
-    report = Engine(make_settings(kw), progress).plan(list(clusters) or None)
-    if as_json:
-        click.echo(json.dumps(plan_dict(report), indent=2))
+    fmt = "json" if as_json else (fmt or "text")
+    engine = Engine(make_settings(kw), reporter)
+    if fmt == "markdown":
+        report, release, commit, problems = _planned(engine, ref, clusters)
+        click.echo(_markdown(report, release, commit, problems, ref or engine.settings.branch), nl=False)
+        if report is None or not report.complete:
+            sys.exit(EXIT_ERROR)
+        sys.exit(EXIT_OK if report.plan.empty else EXIT_CHANGES)
+    commit = engine.fetch_ref(ref) if ref else engine.fetch()
+    known_clusters(engine.source, engine.settings, commit, clusters)
+    report = engine.plan(list(clusters) or None, commit=commit)
+    release = engine.release(report)
+    from reconciler.cli.partial import partial_plans
+
+    partial = partial_plans(engine, report)
+    diffs = None
+    if show_diff:
+        from reconciler.cli.diff import module_diffs
+
+        diffs = module_diffs(engine, report)
+    if fmt == "json":
+        data = plan_dict(report, partial) | {"ref": ref or engine.settings.branch, "release": release.to_dict()}
+        if diffs is not None:
+            data["diffs"] = diffs
+        emit_json(data)
     else:
-        print_plan(out, report)
+        if ref:
+            out.print(f"{ref} is commit {commit[:12]}; planned against what the servers run now", markup=False)
+        print_plan(out, report, partial)
+        print_release(out, release)
+        if diffs is not None:
+            from reconciler.cli.diff import print_diffs
+
+            print_diffs(out, diffs)
     if not report.complete:
         sys.exit(EXIT_ERROR)
     sys.exit(EXIT_OK if report.plan.empty else EXIT_CHANGES)
+
+
+@main.command()
+@common_options
+@click.option("--ref", metavar="REF", required=True, help=REF_HELP)
+@click.option("--pr", "pr", type=int, required=True, metavar="N",
+              help="The pull request (GitHub, Gitea) or merge request iid (GitLab) to comment on.")
+@click.option("--cluster", "clusters", multiple=True, metavar="NAME", help="Only this cluster (repeatable).")
+@with_elapsed
+def comment(ref: str, pr: int, clusters: tuple[str, ...], reporter: Reporter, **kw: Any) -> None:
+    """Post the plan of REF as a comment on pull request N, or update the one posted before.
+
+    The git host comes from `git_host:` in the --config file (provider github, gitlab or gitea, api_url,
+    repository, token_env); the token is read from the environment variable token_env names. zato-gitops keeps
+    one comment per pull request, found again by a hidden marker, and edits it on every run.
+
+    Exit 0 when the comment is posted and the plan is complete, 1 when the commit would be refused or a server
+    could not be observed (the comment says so), or on error.
+    """
+    from reconciler.engine.chain import Engine
+    from reconciler.githost.client import client_for
+
+    settings = make_settings(kw)
+    if settings.git_host is None:
+        raise Stalled("no git host configured", hint="add `git_host:` (provider, api_url, repository, token_env) "
+                                                    "to the --config file")
+    client = client_for(settings.git_host)
+    engine = Engine(settings, reporter)
+    report, release, commit, problems = _planned(engine, ref, clusters)
+    what, cid = client.upsert_comment(pr, _markdown(report, release, commit, problems, ref))
+    out.print(f"plan of {ref} ({commit[:12]}): comment {cid} {what} on #{pr}", markup=False)
+    sys.exit(EXIT_OK if report is not None and report.complete else EXIT_ERROR)
 
 
 @main.command()
@@ -175,22 +296,31 @@ def plan(clusters: tuple[str, ...], as_json: bool, **kw: Any) -> None:
               help="How long every server has to confirm a hot-deploy in its log; wins over the manifest's "
                    "confirm_timeout.  [default: the manifest's, else 60]")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
-@handle_errors
-def apply(clusters: tuple[str, ...], confirm_timeout: float | None, as_json: bool, **kw: Any) -> None:
+@with_reporter
+def apply(clusters: tuple[str, ...], confirm_timeout: float | None, as_json: bool, reporter: Reporter,
+          **kw: Any) -> None:
     """Make every server run what the branch head says, and record it as a git note.
 
     Hot-deploys each changed module through a pickup dir, waits until every server of the cluster logs that it
     deployed it, then writes the outcome to refs/notes/zato-gitops on the commit and pushes it. Exit 0 when every
     server confirmed (or nothing had to change), 1 otherwise.
+
+    The first Ctrl-C lets the current server step finish (a server is never left stopped) and then stops; a
+    second one aborts at once.
     """
     from reconciler.cli.render import apply_dict, print_apply
     from reconciler.engine.chain import Engine
 
-    engine = Engine(make_settings(kw), progress)
+    engine = Engine(make_settings(kw), reporter, stop=reporter.stop)
     engine.confirm_timeout_override = confirm_timeout
-    result = engine.apply(list(clusters) or None)
+    try:
+        commit = engine.fetch_to_apply()  # an untrusted head is refused here, and recorded
+        known_clusters(engine.source, engine.settings, commit, clusters)
+        result = engine.apply(list(clusters) or None, commit=commit)
+    finally:
+        engine.close()  # the commit statuses still queued go out (each a few tries at most)
     if as_json:
-        click.echo(json.dumps(apply_dict(result), indent=2))
+        emit_json(apply_dict(result))
     else:
         print_apply(out, result)
     sys.exit(EXIT_OK if result.ok else EXIT_ERROR)
@@ -201,23 +331,67 @@ def apply(clusters: tuple[str, ...], confirm_timeout: float | None, as_json: boo
 @click.option("--cluster", metavar="NAME", help="Only records of this cluster.")
 @click.option("--limit", type=int, default=50, show_default=True, help="At most this many records.")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON on stdout.")
-@handle_errors
 def history(cluster: str | None, limit: int, as_json: bool, **kw: Any) -> None:
     """The deploy history: what each server got, when and with what outcome, newest first.
 
     Read from the git notes (refs/notes/zato-gitops) that apply writes; `git log --notes=zato-gitops` shows the
-    same records next to the commits.
+    same records next to the commits. In any other clone, fetch them first:
+    `git fetch origin refs/notes/zato-gitops:refs/notes/zato-gitops`.
     """
     from reconciler.cli.render import print_history
     from reconciler.engine.chain import Engine
 
     engine = Engine(make_settings(kw))
-    engine.source.fetch()
+    head = engine.source.fetch()
     entries = engine.audit.history(limit=limit, cluster=cluster)
+    if cluster and not entries:
+        known_clusters(engine.source, engine.settings, head, (cluster,))
     if as_json:
-        click.echo(json.dumps([dict(e.record) | {"commit_summary": e.summary} for e in entries], indent=2))
+        emit_json([dict(e.record) | {"commit_summary": e.summary} for e in entries])
     else:
         print_history(out, entries)
+
+
+@main.command()
+@common_options
+@click.option("--to", "to", required=True, metavar="COMMIT", help="The commit whose tree the branch goes back to.")
+@click.option("--message", "message", metavar="TEXT", help="First line of the rollback commit's message "
+              "(default: Roll back to COMMIT).")
+@click.option("--no-apply", "no_apply", is_flag=True,
+              help="Only push the rollback commit; the daemon (or a later apply) installs it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rollback (and the apply) as JSON on stdout.")
+@with_reporter
+def rollback(to: str, message: str | None, no_apply: bool, as_json: bool, reporter: Reporter, **kw: Any) -> None:
+    """Roll the branch back to COMMIT through git, then apply it.
+
+    Creates a new commit on the branch whose tree equals COMMIT's tree, with a message naming both commits and who
+    ran it, and pushes it (refused, with nothing changed, when the branch moved meanwhile). Then applies it like
+    any commit, unless --no-apply. History is never rewritten, so the daemon never undoes a rollback: it is the
+    newest commit. Exit 0 when pushed (and applied everywhere), 1 otherwise.
+    """
+    from reconciler.cli.render import apply_dict, print_apply
+    from reconciler.engine.chain import Engine
+
+    engine = Engine(make_settings(kw), reporter, stop=reporter.stop)
+    try:
+        made = engine.rollback(to, message)
+        data: dict[str, Any] = {"commit": made.commit, "to": made.to, "from": made.parent, "applied": None}
+        if not as_json:
+            out.print(f"rollback commit {made.commit[:12]}: the tree of {made.to[:12]}, on top of {made.parent[:12]}",
+                      markup=False)
+        if no_apply:
+            if as_json:
+                emit_json(data)
+            sys.exit(EXIT_OK)
+        engine.check_trust(made.commit)  # signed with verify.signing_key when signatures are required
+        result = engine.apply(commit=made.commit)
+    finally:
+        engine.close()
+    if as_json:
+        emit_json(data | {"applied": apply_dict(result)})
+    else:
+        print_apply(out, result)
+    sys.exit(EXIT_OK if result.ok else EXIT_ERROR)
 
 
 @main.command()
@@ -228,7 +402,6 @@ def history(cluster: str | None, limit: int, as_json: bool, **kw: Any) -> None:
               help="Seconds between two polls of the branch head (plus jitter).  [default: 60]")
 @click.option("--log-format", "log_format", type=click.Choice(["text", "json"]),
               help="One line per event: text for people, json for log shippers.  [default: text]")
-@handle_errors
 def run(listen: str | None, interval: float | None, log_format: str | None, **kw: Any) -> None:
     """Run the reconciler as a daemon: merging is enough, and what drifts is put back.
 
@@ -246,90 +419,76 @@ def run(listen: str | None, interval: float | None, log_format: str | None, **kw
     Endpoints on --listen: GET /healthz /readyz /metrics /api/status; POST /hooks/github, /hooks/gitlab,
     /hooks/gitea, /hooks/generic (signed with webhook_secret from the --config file). Other settings
     (drift_interval, jitter, retry_backoff, retry_backoff_max, webhook_secret, notify_urls, notify_format,
-    job_store) come from the --config file; see deploy/config.example.yaml.
+    state_db, failover_timeout) come from the --config file; `zato-gitops docs cli` lists them all.
 
     One daemon per state dir. SIGTERM finishes the current server step, never leaves a server stopped,
     writes the status and exits 0.
     """
     from reconciler.daemon import logsetup as logs
+    from reconciler.daemon.client import running_daemon
     from reconciler.daemon.loop import Daemon
 
     settings = make_settings(kw, listen=listen, interval=interval, log_format=log_format)
+    if running_daemon(settings.state_dir) is None:  # else the daemon's own "already running" says it better
+        check_listen(settings.listen)
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     logs.setup(settings.log_format, secrets=[secret] if secret else [])
+    daemon_logging()  # the daemon's log (journald, not a terminal) keeps every warning, paramiko's included
     sys.exit(Daemon(settings).run())
+
+
+def check_listen(listen: str) -> None:
+    """Refuse an address the daemon could not listen on, before it starts anything."""
+    import contextlib
+    import socket
+
+    from reconciler.settings import parse_listen
+
+    host, port = parse_listen(listen)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as e:
+        raise Stalled(f"cannot listen on {listen}: {host!r} is not an address of this machine ({e.strerror or e})",
+                      hint="give --listen an address of this machine, e.g. 127.0.0.1:9180 or 0.0.0.0:9180") from e
+    family, kind, proto, _, address = infos[0]
+    probe = socket.socket(family, kind, proto)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the daemon's server does
+        probe.bind(address)
+    except OSError as e:
+        why = "the port is in use" if e.errno == 98 else (e.strerror or str(e))
+        raise Stalled(f"cannot listen on {listen}: {why}",
+                      hint="another daemon (or program) listens there: stop it, or give --listen another port"
+                      if e.errno == 98 else "give --listen an address of this machine and a port you may use") from e
+    finally:
+        with contextlib.suppress(OSError):
+            probe.close()
 
 
 @main.command()
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON (the daemon's /api/status).")
-@handle_errors
 def status(as_json: bool, **kw: Any) -> None:
     """Each cluster's conditions (Ready, Reconciling, Stalled), revisions and servers.
 
-    Asks the daemon running on the state dir; when none runs, reads what the last one wrote to
-    <state_dir>/status.json. Exit 0 when every cluster is Ready, 1 otherwise (or when nothing is known yet).
+    Asks the daemon running on the state dir. When none runs, builds the answer from the state dir: what the last
+    daemon wrote (<state_dir>/status.json), and the deploy records of every apply, manual ones included (the git
+    notes in the state dir's clone). Exit 0 when every cluster is Ready, 1 otherwise (or when nothing is known yet).
     """
+    from reconciler.cli.status import offline_status, print_status
     from reconciler.daemon.client import call, running_daemon
-    from reconciler.daemon.conditions import StatusStore
 
     settings = make_settings(kw)
     info = running_daemon(settings.state_dir)
-    data = call(info, "GET", "/api/status") if info else StatusStore.for_settings(settings).load().to_dict()
+    data = call(info, "GET", "/api/status") if info else offline_status(settings)
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        emit_json(data)
     else:
-        print_status(data, running=info is not None, state_dir=settings.state_dir)
+        print_status(out, data, running=info is not None, state_dir=settings.state_dir)
     clusters = data.get("clusters") or []
     ready = bool(clusters) and all(
         any(c["type"] == "Ready" and c["status"] == "True" for c in cl["conditions"]) for cl in clusters)
     sys.exit(EXIT_OK if ready else EXIT_ERROR)
-
-
-def print_status(data: dict[str, Any], *, running: bool, state_dir: Path) -> None:
-    from rich.table import Table
-
-    d = data.get("daemon") or {}
-    src = data.get("source") or {}
-    if running:
-        out.print(f"daemon pid {d.get('pid')} at {d.get('url')}, started {d.get('started')}")
-    else:
-        out.print(f"no daemon runs on {state_dir}; as last recorded:")
-    out.print(f"branch head {(src.get('revision') or '-')[:12]}, last poll {src.get('last_poll_at_iso') or '-'}")
-    if src.get("error"):
-        out.print(f"source problem ({src.get('error_kind')}): {src['error']}")
-    clusters = data.get("clusters") or []
-    if not clusters:
-        out.print("no cluster reconciled yet")
-        return
-    table = Table(show_lines=False, pad_edge=False, box=None)
-    for col in ("CLUSTER", "READY", "RECONCILING", "STALLED", "REASON", "APPLIED", "ATTEMPTED", "SUSPENDED",
-                "MESSAGE"):
-        table.add_column(col)
-    for cl in clusters:
-        cond = {c["type"]: c for c in cl["conditions"]}
-        ready = cond.get("Ready", {})
-        table.add_row(
-            cl["name"], ready.get("status", "Unknown"), cond.get("Reconciling", {}).get("status", "-"),
-            cond.get("Stalled", {}).get("status", "-"), ready.get("reason", "-"),
-            (cl.get("last_applied_revision") or "-")[:12], (cl.get("last_attempted_revision") or "-")[:12],
-            "yes" if cl.get("suspended") else "no", (ready.get("message") or "")[:200],
-        )
-    out.print(table)
-    servers = Table(box=None, pad_edge=False)
-    for col in ("CLUSTER", "SERVER", "STATE", "LAST DEPLOY", "MESSAGE"):
-        servers.add_column(col)
-    for cl in clusters:
-        for name, st in (cl.get("servers") or {}).items():
-            servers.add_row(cl["name"], name, st.get("state", "-"), st.get("last_outcome") or "-",
-                            (st.get("message") or "")[:120])
-    if servers.row_count:
-        out.print()
-        out.print(servers)
-    for cl in clusters:
-        if cl.get("drift"):
-            dr = cl["drift"]
-            out.print(f"{cl['name']}: drift {dr['action']} at {dr.get('found_at_iso')}: {'; '.join(dr['items'])}")
 
 
 def _set_suspended(clusters: tuple[str, ...], suspended: bool, kw: dict[str, Any]) -> None:
@@ -337,6 +496,7 @@ def _set_suspended(clusters: tuple[str, ...], suspended: bool, kw: dict[str, Any
     from reconciler.daemon.conditions import StatusStore
 
     settings = make_settings(kw)
+    known_clusters_offline(settings, clusters)
     info = running_daemon(settings.state_dir)
     verb = "suspended" if suspended else "resumed"
     if info is not None:
@@ -358,7 +518,6 @@ def _set_suspended(clusters: tuple[str, ...], suspended: bool, kw: dict[str, Any
 @main.command()
 @common_options
 @click.argument("clusters", nargs=-1, required=True, metavar="CLUSTER...")
-@handle_errors
 def suspend(clusters: tuple[str, ...], **kw: Any) -> None:
     """Stop the daemon from touching CLUSTER: no deploys, no drift healing, until `resume`.
 
@@ -371,7 +530,6 @@ def suspend(clusters: tuple[str, ...], **kw: Any) -> None:
 @main.command()
 @common_options
 @click.argument("clusters", nargs=-1, required=True, metavar="CLUSTER...")
-@handle_errors
 def resume(clusters: tuple[str, ...], **kw: Any) -> None:
     """Let the daemon reconcile CLUSTER again; a running daemon reconciles it at once."""
     _set_suspended(clusters, False, kw)
@@ -380,7 +538,6 @@ def resume(clusters: tuple[str, ...], **kw: Any) -> None:
 @main.command()
 @common_options
 @click.argument("clusters", nargs=-1, metavar="[CLUSTER]...")
-@handle_errors
 def reconcile(clusters: tuple[str, ...], **kw: Any) -> None:
     """Ask the running daemon to reconcile now (every cluster, or the ones named).
 
@@ -392,6 +549,7 @@ def reconcile(clusters: tuple[str, ...], **kw: Any) -> None:
     from reconciler.errors import Stalled
 
     settings = make_settings(kw)
+    known_clusters_offline(settings, clusters)
     info = running_daemon(settings.state_dir)
     if info is None:
         raise Stalled(f"no zato-gitops daemon runs on the state dir {settings.state_dir}",
@@ -404,7 +562,6 @@ def reconcile(clusters: tuple[str, ...], **kw: Any) -> None:
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="Print the rollouts as JSON on stdout.")
 @click.pass_context
-@handle_errors
 def rollouts(ctx: click.Context, /, as_json: bool, **kw: Any) -> None:
     """Rolling restarts: list them (pending, running, halted, finished), or resume / cancel one.
 
@@ -422,17 +579,18 @@ def rollouts(ctx: click.Context, /, as_json: bool, **kw: Any) -> None:
     store = RolloutStore.for_settings(make_settings(kw))
     found = store.all()
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in found], indent=2))
+        emit_json([r.to_dict() for r in found])
     else:
         print_rollouts(out, found)
 
 
 @rollouts.command("resume")
 @click.argument("rollout_id")
+@common_options
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
 @click.pass_context
-@handle_errors
-def rollouts_resume(ctx: click.Context, /, rollout_id: str, as_json: bool) -> None:
+@with_reporter
+def rollouts_resume(ctx: click.Context, /, rollout_id: str, as_json: bool, reporter: Reporter, **kw: Any) -> None:
     """Run a pending, halted or interrupted rollout now (a pending one skips its window).
 
     Servers already done are not restarted again; a halted rollout retries the server that failed. Exit 0 when
@@ -441,10 +599,14 @@ def rollouts_resume(ctx: click.Context, /, rollout_id: str, as_json: bool) -> No
     from reconciler.cli.render import print_rollout_outcome
     from reconciler.engine.chain import Engine
 
-    engine = Engine(make_settings(ctx.obj["kw"]), progress)
-    rollout, outcomes = engine.resume_rollout(rollout_id)
+    engine = Engine(make_settings(merged(ctx.obj["kw"], kw)), reporter, stop=reporter.stop)
+    rollout_exists(engine.settings, rollout_id)
+    try:
+        rollout, outcomes = engine.resume_rollout(rollout_id)
+    finally:
+        engine.close()
     if as_json:
-        click.echo(json.dumps(rollout.to_dict() | {"outcomes": [o.__dict__ for o in outcomes]}, indent=2))
+        emit_json(rollout.to_dict() | {"outcomes": [o.__dict__ for o in outcomes]})
     else:
         print_rollout_outcome(out, rollout, outcomes)
     sys.exit(EXIT_OK if rollout.status == "finished" else EXIT_ERROR)
@@ -452,19 +614,59 @@ def rollouts_resume(ctx: click.Context, /, rollout_id: str, as_json: bool) -> No
 
 @rollouts.command("cancel")
 @click.argument("rollout_id")
+@common_options
+@click.option("--json", "as_json", is_flag=True, help="Print the cancelled rollout as JSON on stdout.")
 @click.pass_context
-@handle_errors
-def rollouts_cancel(ctx: click.Context, /, rollout_id: str) -> None:
+def rollouts_cancel(ctx: click.Context, /, rollout_id: str, as_json: bool, **kw: Any) -> None:
     """Cancel a pending or halted rollout; its servers keep what they run now."""
     from reconciler.engine.chain import Engine
 
-    rollout = Engine(make_settings(ctx.obj["kw"]), progress).cancel_rollout(rollout_id)
-    out.print(f"rollout {rollout.id} of cluster {rollout.cluster}: {rollout.status}")
+    engine = Engine(make_settings(merged(ctx.obj["kw"], kw)), progress)
+    rollout_exists(engine.settings, rollout_id)
+    rollout = engine.cancel_rollout(rollout_id)
+    if as_json:
+        emit_json(rollout.to_dict())
+    else:
+        out.print(f"rollout {rollout.id} of cluster {rollout.cluster}: {rollout.status}")
+
+
+def rollout_exists(settings: Settings, rollout_id: str) -> None:
+    """Refuse an id (or prefix) that names no rollout, or more than one, listing the known ones."""
+    from reconciler.apply.store import RolloutStore
+
+    ids = [r.id for r in RolloutStore.for_settings(settings).all()]
+    matches = [i for i in ids if i.startswith(rollout_id)] if rollout_id else []
+    if len(matches) == 1:
+        return
+    known = ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else "") if ids else "none yet"
+    what = "names more than one rollout" if matches else "names no rollout"
+    raise Stalled(f"{rollout_id!r} {what} in the state dir {settings.state_dir}",
+                  hint=f"`zato-gitops rollouts` lists them (known ids: {known})")
+
+
+def output_schema(name: str) -> str:
+    from importlib.resources import files
+
+    return files("reconciler.cli").joinpath("schemas", f"{name}.schema.json").read_text(encoding="utf-8")
+
+
+#: the --json outputs whose JSON Schema ships in reconciler/cli/schemas/ (rollback: the command h11 adds)
+OUTPUTS = ("apply", "error", "history", "plan", "rollback", "rollouts", "rollouts-cancel", "rollouts-resume",
+           "status", "validate")
 
 
 @main.command()
-def schema() -> None:
-    """Print the manifest's JSON Schema (for editors and CI checks)."""
+@click.argument("output", required=False, type=click.Choice(OUTPUTS))
+@output_options
+def schema(output: str | None) -> None:
+    """Print the manifest's JSON Schema (for editors and CI checks), or that of a command's --json OUTPUT.
+
+    `zato-gitops schema plan` describes what `plan --json` prints; `schema error` what every --json command
+    prints when it fails. The files ship in the package (reconciler/cli/schemas/).
+    """
+    if output is not None:
+        click.echo(output_schema(output), nl=False)
+        return
     from reconciler.manifest.schema import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
@@ -472,3 +674,56 @@ def schema() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+#: `zato-gitops docs PAGE`: the pages shipped in the package (reconciler/cli/pages/), with what each is for
+PAGES = {
+    "manifest": "the manifest reference: every key of zato-gitops.yaml, with examples",
+    "cli": "commands, options, exit codes, JSON output and the deploy record format",
+    "hosts": "preparing your Zato hosts: the SSH user, known_hosts, server names, transport: local",
+    "troubleshooting": "every error message and what to do about it",
+    "history": "reading the deploy history from any clone (the notes refspec to fetch)",
+    "releases": "releasing by pull request: plan a ref in Zato services, the PR comment, commit statuses, signed "
+                "history, rollback, modules that left git",
+}
+
+
+def page_text(name: str) -> str:
+    from importlib.resources import files
+
+    return files("reconciler.cli").joinpath("pages", f"{name}.md").read_text(encoding="utf-8")
+
+
+@main.command()
+@click.argument("page", required=False, type=click.Choice(sorted(PAGES)))
+@output_options
+def docs(page: str | None) -> None:
+    """Print a documentation page shipped with zato-gitops (the manifest reference, exit codes, ...).
+
+    Without PAGE, lists the pages. `zato-gitops docs manifest | less` reads the manifest reference.
+    """
+    if page is None:
+        for name, what in PAGES.items():
+            out.print(f"{name:16} {what}", highlight=False)
+        return
+    click.echo(page_text(page), nl=False)
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+@output_options
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL (bash, zsh or fish).
+
+    \b
+    bash:  eval "$(zato-gitops completion bash)"        (e.g. in ~/.bashrc)
+    zsh:   eval "$(zato-gitops completion zsh)"         (e.g. in ~/.zshrc)
+    fish:  zato-gitops completion fish > ~/.config/fish/completions/zato-gitops.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None  # the Choice above lists only shells click supports
+    ctx = click.get_current_context()
+    click.echo(cls(main, {}, "zato-gitops", "_ZATO_GITOPS_COMPLETE").source())
+    ctx.exit(EXIT_OK)

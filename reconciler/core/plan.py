@@ -7,9 +7,15 @@ tests/unit/golden/ pin its behaviour, including the no-change case that must giv
 Static rules (what Zato reads only at start: service_sources trees, service-sources.txt, extra_paths):
 - each server's trees are compared file by file (added, changed, removed), and its service-sources.txt is
   compared with what it would be with the reconciler's block set; any difference means "restart required";
-- extra_paths live in the install, shared by every server of one host: each of those servers is restarted, but
-  apply writes the files once per host;
+- extra_paths live in the install, shared by every server of one host: each of those servers is restarted, and
+  the plan names the one server per host that writes the files (the first of that host in manifest order); the
+  others restart because of them without writing them;
 - a rolling restart needs every server of the cluster running, or it would have two down at once.
+
+Each `Restart` is the whole of what apply does to that server (prepare, then execute, as pyinfra splits them):
+the files it writes with their old and new sha256, the new service-sources.txt, the shared files it writes or only
+restarts for, why it restarts, and the paths apply needs to stop and start it. `apply` persists these objects in
+the rollout store and carries them out at each server's turn; it never plans again there.
 
 Hot-deploy rules (facts in docs/zato-facts.md):
 - a module is deployed when its sha256 differs from what any server of the cluster runs (added or changed);
@@ -28,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from reconciler.core.state import Desired, DesiredCluster, ObservedCluster, ObservedServer, StaticTree
@@ -52,13 +58,41 @@ class FileChange:
 
 @dataclass(frozen=True)
 class Restart:
-    """A server that must be restarted to install static changes."""
+    """A server that must be restarted to install static changes: the operations apply carries out for it."""
 
     server: str
     host: str  # servers with the same host share the install's zato_extra_paths
     changes: tuple[FileChange, ...]  # the server's own: service_sources trees and service-sources.txt
-    shared: tuple[FileChange, ...]  # extra_paths of its host's install, written once per host
+    shared: tuple[FileChange, ...]  # extra_paths of its host's install: a reason to restart, written once per host
     sources_text: str | None = None  # the new service-sources.txt, when it changes
+    #: whether this server writes its host's shared files (the first server of the host with shared changes)
+    writes_shared: bool = True
+    #: why the server restarts, one sentence per reason (what `plan` prints and the rollout store keeps)
+    why: tuple[str, ...] = ()
+    #: where apply finds the server (resolved from its server.conf when planned)
+    server_dir: str = ""
+    work_dir: str = ""
+    log: str = ""
+    port: int = 17010
+
+    @property
+    def writes(self) -> tuple[FileChange, ...]:
+        """Every file this server's turn writes, in order: its own, then the shared ones it is the writer of."""
+        return (*self.changes, *(self.shared if self.writes_shared else ()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-native: the same shape `plan --json` prints for it."""
+        data: dict[str, Any] = json.loads(json.dumps(asdict(self)))
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Restart:
+        """The inverse of `to_dict` (the rollout store keeps restarts as JSON)."""
+        values = dict(data)
+        for key in ("changes", "shared"):
+            values[key] = tuple(FileChange(**c) for c in values.get(key, ()))
+        values["why"] = tuple(values.get("why", ()))
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -174,7 +208,7 @@ def plan_cluster(desired: DesiredCluster, observed: ObservedCluster) -> ClusterP
                     f"{s.name} is not running, so it cannot confirm a hot-deploy; start it "
                     f"(zato start {s.paths.server_dir}) and run again"
                 )
-    restarts = tuple(r for s in servers if (r := restart_for(desired, s)) is not None)
+    restarts = shared_writers(tuple(r for s in servers if (r := restart_for(desired, s)) is not None))
     restart_blocked = tuple(
         f"{s.name} is not running; a rolling restart now would have it and another server down at once. "
         f"Start it (zato start {s.paths.server_dir}) and run again"
@@ -215,6 +249,17 @@ def _server_notes(desired: DesiredCluster, servers: list[ObservedServer]) -> tup
             notes.append(
                 f"{s.name}: its process's environment cannot be read (another user's), so a Zato_Config_Server_... "
                 "override of the pickup dir would not be seen: server.conf's is used"
+            )
+    shared: dict[tuple[str, str], list[str]] = {}
+    for s in servers:
+        if s.ipc_port_start:
+            shared.setdefault((host_key(desired, s.name), s.ipc_port_start), []).append(s.name)
+    for (_, port), names in shared.items():
+        if len(names) > 1:
+            notes.append(
+                f"{', '.join(names)}: one host, one ipc_port_start ({port}) in server.conf, as a quickstart leaves "
+                "them; a module dropped into the server that started second fails there with `Credentials error` "
+                "and is never confirmed. Give each server its own ipc_port_start"
             )
     if desired.profile.fan_out:
         everywhere = {m for s in servers for m in s.deployed}
@@ -262,7 +307,8 @@ def tree_changes(tree: StaticTree, server_dir: str, observed: dict[str, str] | N
 
 
 def restart_for(desired: DesiredCluster, obs: ObservedServer) -> Restart | None:
-    """The static changes one server needs, or None; also used by the rollout at the server's own turn."""
+    """The static changes one server needs, or None (as if it were the only server of its host: `plan_cluster`
+    then names one writer of the shared files per host)."""
     server_dir = obs.paths.server_dir
     own: list[FileChange] = []
     for tree in desired.sources:
@@ -282,7 +328,47 @@ def restart_for(desired: DesiredCluster, obs: ObservedServer) -> Restart | None:
         shared += tree_changes(tree, server_dir, dict(obs.static.get(tree.path_on(server_dir), {})))
     if not own and not shared:
         return None
-    return Restart(obs.name, host_key(desired, obs.name), tuple(own), tuple(shared), new_text)
+    host = host_key(desired, obs.name)
+    return Restart(obs.name, host, tuple(own), tuple(shared), new_text, True, _why(own, shared, host),
+                   server_dir, obs.paths.work_dir, obs.paths.log, port_of(obs.paths.bind))
+
+
+def port_of(bind: str) -> int:
+    """The port of a server.conf `bind` (host:port); Zato's default 17010 when it cannot be read."""
+    try:
+        return int(bind.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return 17010
+
+
+def shared_writers(restarts: tuple[Restart, ...]) -> tuple[Restart, ...]:
+    """Name one writer of each host's shared files (the first server of the host, in manifest order); the other
+    servers of that host still restart, since their install changes under them, but write nothing shared."""
+    seen: dict[str, str] = {}
+    out: list[Restart] = []
+    for r in restarts:
+        if not r.shared:
+            out.append(r)
+            continue
+        writer = seen.setdefault(r.host, r.server)
+        mine = writer == r.server
+        why = r.why if mine else (*r.why[:-1], f"extra_paths of its host ({r.host}) change: "
+                                               f"{len(r.shared)} file{'s' if len(r.shared) != 1 else ''}, "
+                                               f"written by {writer}")
+        out.append(replace(r, writes_shared=mine, why=why))
+    return tuple(out)
+
+
+def _why(own: list[FileChange], shared: list[FileChange], host: str) -> tuple[str, ...]:
+    out: list[str] = []
+    sources = [c for c in own if c.kind == "source"]
+    if sources:
+        out.append(f"service_sources change: {len(sources)} file{'s' if len(sources) != 1 else ''}")
+    if any(c.kind == "service-sources" for c in own):
+        out.append("service-sources.txt changes")
+    if shared:
+        out.append(f"extra_paths of its host ({host}) change: {len(shared)} file{'s' if len(shared) != 1 else ''}")
+    return tuple(out)
 
 
 def _sha(text: str | None) -> str | None:

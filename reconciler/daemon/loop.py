@@ -21,6 +21,11 @@ reconcile` add a one-off job "now". SIGTERM sets the engine's `stop` event, whic
 steps (a rolling restart finishes the server it is on; no new cluster is started), waits for the running job,
 writes the status and exits 0. One daemon per state dir: `<state_dir>/daemon.lock` (an flock, released by the
 kernel if the process dies), beside the engine's per-apply `<state_dir>/lock`.
+
+With a shared `state_db` (PostgreSQL), two daemons on two nodes elect a leader (`db/leader.py`): the scheduler
+runs, and the poll, the drift check and the window jobs act, only while this daemon leads (`_on_role`); a standby
+serves the HTTP endpoint, forwards webhooks and requests to the leader and shows the status the leader wrote.
+Losing the lead sets `halt`, which the engine checks between server steps, exactly as SIGTERM does.
 """
 
 from __future__ import annotations
@@ -52,7 +57,8 @@ from reconciler.daemon.outcome import Ledger, classify, classify_error, expected
 from reconciler.db.leader import Election, SingleNode
 from reconciler.db.schema import scope_name
 from reconciler.engine.scheduler import PERSISTENT, make_scheduler, persistent_store, register_runtime
-from reconciler.errors import ReconcilerError, Stalled
+from reconciler.errors import ReconcilerError, Stalled, Transient
+from reconciler.gitrepo.trust import Untrusted
 from reconciler.settings import Settings
 
 log = logging.getLogger("zato_gitops.daemon")
@@ -118,7 +124,9 @@ class Daemon:
     def _make_engine(self, stop: threading.Event) -> Any:
         from reconciler.engine.chain import Engine
 
-        return Engine(self.settings, self._progress, stop=stop)
+        engine = Engine(self.settings, self._progress, stop=stop)
+        engine.status_hook = lambda result, _update: self.metrics.commit_statuses.labels(result).inc()
+        return engine
 
     def _progress(self, msg: str) -> None:
         log.log(logging.DEBUG if msg.startswith(_ROUTINE) else logging.INFO, msg)
@@ -179,6 +187,8 @@ class Daemon:
             with contextlib.suppress(OSError):
                 info.unlink()
             self.notifier.close(wait=True)
+            if self.engine is not None and hasattr(self.engine, "close"):
+                self.engine.close()
             self.lock.release()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -200,9 +210,7 @@ class Daemon:
                         extra={"event": "standby"})
             return
         if self.leader.shared:
-            self.status.load()  # what the last leader knew
-            for cs in self.status.clusters.values():
-                self.ledger.gauges(cs)
+            self._load_shared()  # what the last leader knew
         if self.scheduler is None:
             return
         if not self._persistent_added:
@@ -241,9 +249,18 @@ class Daemon:
             self.request_reconcile(names, why, force=bool(request.get("force")))
 
     # --- what the HTTP endpoint calls --------------------------------------------------------------------------
-    def status_dict(self) -> dict[str, Any]:
+    def _follow(self) -> None:
+        """A standby shows what the leader wrote (status and cluster gauges), not what it knew when it started."""
         if self.leader.shared and not self.leader.is_leader:
-            self.status.load()  # a standby shows what the leader wrote
+            self._load_shared()
+
+    def _load_shared(self) -> None:
+        self.status.load()
+        for cs in self.status.clusters.values():
+            self.ledger.gauges(cs)
+
+    def status_dict(self) -> dict[str, Any]:
+        self._follow()
         data = self.status.to_dict()
         data["daemon"] = dict(self.status.daemon) | {
             "role": self.leader.role, "role_reason": self.leader.reason,
@@ -277,6 +294,7 @@ class Daemon:
         return True, f"last poll {age:.0f} s ago"
 
     def metrics_text(self) -> tuple[bytes, str]:
+        self._follow()
         return self.metrics.render(), self.metrics.content_type
 
     def count_webhook(self, provider: str, result: str) -> None:
@@ -316,7 +334,7 @@ class Daemon:
                 raise KeyError(cluster)
             failed = self.leader.forward({"action": "suspend", "clusters": [cluster], "suspended": suspended})
             if failed:
-                raise KeyError(f"{cluster} (the leader cannot be reached: {failed})")
+                raise Transient(f"this daemon stands by and cannot reach the leader: {failed}")
             return
         with self.status.lock:
             if cluster not in self.status.clusters:
@@ -380,6 +398,11 @@ class Daemon:
             return
         try:
             head = engine.fetch()
+        except Untrusted as e:  # unsigned, an unknown signer, or rewritten history: every cluster stalls on it
+            for name in self._cluster_names(e.commit):
+                self.status.cluster(name)
+            self._commit_refused(e.commit, e, forced=force_all or bool(force))
+            return
         except ReconcilerError as e:
             self._source_failed(e, "stalled" if isinstance(e, Stalled) else "transient")
             return
@@ -415,6 +438,16 @@ class Daemon:
             else:
                 log.debug("%s: nothing to do (%s)", name, why)
         src.revision = head
+
+    def _cluster_names(self, commit: str) -> list[str]:
+        """The clusters a commit's manifest names, read as data only (nothing observed, nothing compiled)."""
+        from reconciler.manifest.loader import load_manifest
+
+        try:
+            text = self.engine.source.read(commit, self.settings.manifest).decode("utf-8", "replace")
+            return [c.name for c in load_manifest(text, self.settings.manifest).manifest.clusters]
+        except (ReconcilerError, AttributeError):
+            return []
 
     def _commit_refused(self, head: str, e: Stalled, forced: bool) -> None:
         """The commit itself is invalid (manifest, module that does not compile): every cluster stalls on it."""

@@ -10,6 +10,7 @@ notifications of transitions (`notify.py`). The loop and the drift check decide 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from reconciler.apply.lease import LeaseHeld
+from reconciler.core.release import left_git
 from reconciler.daemon.conditions import ClusterStatus, Event, FailureKind, ServerState, StatusStore
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.notify import Notifier
@@ -93,6 +96,9 @@ def classify(report: Any, cluster: str) -> Outcome:
 
 
 def classify_error(e: Exception) -> Outcome:
+    if isinstance(e, LeaseHeld):
+        # another reconciler (its own state dir, maybe another machine) holds the cluster's lease: wait for it
+        return Outcome(False, "transient", "ClusterLeased", e.message)
     if isinstance(e, Busy):
         # the engine's per-apply lock is held by a manual `apply`: that passes on its own
         return Outcome(False, "transient", "StateDirBusy", e.message)
@@ -133,6 +139,11 @@ class Ledger:
         if obs is not None:
             for s in obs.servers:
                 states[s.name] = ServerState("running" if s.running else "stopped", "", now)
+            with contextlib.suppress(KeyError, AttributeError):  # a report without desired state (tests' fakes)
+                gone = left_git(plan_report.desired.cluster(name).modules, obs, {})
+                self.metrics.left_git.labels(name).set(len(gone))
+                with self.status.lock:
+                    self.status.cluster(name).left_git = [g.describe() for g in gone]
         for c, s, e in plan_report.unreachable:
             if c == name:
                 states[s] = ServerState("unreachable", e.message, now)

@@ -26,6 +26,12 @@ Status = Literal["confirmed", "failed"]
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 #: what is left of control characters after that (a lone ESC, BEL, a CR from a CRLF line, ...); tab stays
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+#: a log record starts with its timestamp; other lines continue the record before (a traceback)
+_RECORD = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}")
+#: how many lines of one module's load error (its traceback) are kept as evidence: a safety bound, not a cut
+MAX_EVIDENCE = 400
+#: the line that ends a multi-line ``e:`...` `` value: a backtick alone
+_CLOSING = "`"
 
 
 def _message(line: str) -> str:
@@ -38,13 +44,6 @@ def clean_line(line: str) -> str:
     """A log line as a person should see it: colour codes and other control characters removed. Every line the
     reconciler reads from a server's log passes through here, so none quoted anywhere carries an escape."""
     return _CONTROL.sub("", _ANSI.sub("", line))
-
-#: a log record starts with its timestamp; other lines continue the record before (a traceback)
-_RECORD = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}")
-#: how many lines of one module's load error (its traceback) are kept as evidence: a safety bound, not a cut
-MAX_EVIDENCE = 400
-#: the line that ends a multi-line ``e:`...` `` value: a backtick alone
-_CLOSING = "`"
 
 
 @dataclass
@@ -65,8 +64,7 @@ class ConfirmScanner:
         self._errors: dict[str, list[str]] = {}
         #: the module whose load error the following non-record lines (its traceback) belong to
         self._continuing: str | None = None
-        #: the record being read (its lines), and whether it repeats one already kept for that module
-        self._record: list[str] = []
+        #: whether the record being read repeats one already kept for that module (Zato logs load errors twice)
         self._repeat = False
         #: every line read so far (the tail is quoted when a server never confirms)
         self.lines: list[str] = []
@@ -101,7 +99,6 @@ class ConfirmScanner:
             if m and (name := self._module_of(m.group("path"))):
                 kept = self._errors.setdefault(name, [])
                 self._repeat = _message(line) in (_message(k) for k in kept)
-                self._record = [line]
                 self._continuing = name
                 if not self._repeat:
                     kept.append(line)
@@ -117,7 +114,6 @@ class ConfirmScanner:
     def _continue(self, line: str) -> None:
         """A line of the traceback being read; the lone backtick closes it."""
         assert self._continuing is not None
-        self._record.append(line)
         if not self._repeat and len(self._errors[self._continuing]) < MAX_EVIDENCE:
             self._errors[self._continuing].append(line)
         if line.strip() == _CLOSING:
@@ -125,7 +121,6 @@ class ConfirmScanner:
 
     def _end_record(self) -> None:
         self._continuing = None
-        self._record = []
         self._repeat = False
 
     def _decide(self, name: str, status: Status, line: str) -> None:

@@ -159,3 +159,25 @@ def test_a_start_that_dies_after_ok_is_never_reported_ready_and_its_stale_pidfil
     assert sources_bytes(world, 1) == before
     assert "billing.create-invoice" not in s2.services()
     assert "billing.create-invoice" in world.servers[0].services()  # server1 went first and is done
+
+
+def test_the_pickup_dir_the_server_really_watches_comes_from_its_environment(
+    world_factory: Callable[..., World],
+) -> None:
+    """A server whose environment overrides server.conf's pickup_dir gets its modules there (a drop into the
+    folder server.conf names would never be seen); plan says so, and names its extra user pickup folders."""
+    environ = {"Zato_Config_Server_server__conf_hot_deploy_pickup_dir": "../../pickup/really-watched",
+               "Zato_Hot_Deploy_Dir": "./shared-services"}
+    world = world_factory(n=1, environ=environ)
+    s1 = world.servers[0]
+    world.commit({"zato-gitops.yaml": world.manifest(), "services/crm.py": CRM}, "first")
+    r = world.cli("plan")
+    assert r.returncode == 2, r.stdout + r.stderr
+    flat = " ".join(r.stdout.split())
+    assert f"modules go to {s1.path}/pickup/really-watched" in flat
+    assert f"also imports modules in place from {s1.path}/shared-services" in flat
+    r = world.cli("apply")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (s1.path / "pickup" / "really-watched" / "crm.py").read_text() == CRM
+    assert not (s1.pickup_dir / "crm.py").exists()
+    assert s1.services()["crm.get-customer"] == hashlib.sha256(CRM.encode()).hexdigest()

@@ -231,6 +231,15 @@ def test_41_no_fan_out_and_redeploy_at_start(tmp_path: Path) -> None:
         s1.wait_for_log("Deployed 4 user-defined services (server1)")
         assert "my-mod.get-customer" in s1.services()
 
+        # 4.1's refusal: the load error, a WARNING about connectors, then its longer `No services, ...` line
+        _cp(BROKEN, s1.pickup_dir / "bad.py", tmp_path)
+        _cp(NO_SERVICE, s1.pickup_dir / "consts.py", tmp_path)
+        s1.wait_for_log(f"Could not load source, file_name:`{s1.pickup_dir / 'bad.py'}`", count=2)
+        s1.wait_for_log("WARNING\x1b[0m - ")
+        s1.wait_for_log("Could not import module `bad` to look for connectors")
+        s1.wait_for_log("No services, models nor connector types were deployed from module `bad.py`")
+        s1.wait_for_log("No services, models nor connector types were deployed from module `consts.py`")
+
 
 def test_20_and_30_log_their_own_lines(tmp_path: Path) -> None:
     """2.0 and 3.0 confirm with `Uploaded package ...`; 2.0 refuses with a WARN; 3.0 like 3.2. Dotted names load."""

@@ -25,7 +25,7 @@ from reconciler.daemon.logsetup import setup
 from reconciler.daemon.loop import Daemon
 from reconciler.daemon.notify import Notifier, body, safe_url
 from reconciler.daemon.outcome import classify, classify_error
-from reconciler.errors import Busy, HostKeyError, ModulesInvalid, Stalled, Unreachable
+from reconciler.errors import Busy, HostKeyError, ModulesInvalid, Stalled, Transient, Unreachable
 from reconciler.settings import Settings
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
@@ -500,6 +500,11 @@ def test_classify_sorts_outcomes_by_what_to_do() -> None:
     r = classify(_report(refused=["server3 is not running"]), "prod")
     assert (r.kind, r.reason) == ("transient", "ServersNotReady")
     assert classify_error(Busy("another zato-gitops (pid 1) is working on the state dir /x")).kind == "transient"
+    from reconciler.apply.lease import Holder, LeaseHeld
+
+    leased = classify_error(LeaseHeld("prod", Holder("t", 2_000_000_000, 1_999_999_000, "ops@h", 9, "/s"), "s1"))
+    assert (leased.kind, leased.reason) == ("transient", "ClusterLeased")
+    assert leased.message.startswith("cluster prod is being reconciled by ops@h (pid 9) since 2033-05-18T")
     assert classify_error(ModulesInvalid(["x"])).reason == "ModulesInvalid"
     assert classify_error(RuntimeError("boom")).reason == "InternalError"
     cp = SimpleNamespace(empty=False, hot_deploys=[SimpleNamespace(module="a.py", diffs=[
@@ -573,3 +578,72 @@ def test_a_rollout_waiting_for_its_window_is_neither_failed_nor_healed(tmp_path:
     del eng.outcomes[B]
     d.poll()
     assert cs.last_applied_revision == B and [e.kind for e in events] == ["deployed", "deployed"]
+
+
+class Standby:
+    """The election seam, as a daemon that does not lead sees it: requests go to the leader."""
+
+    role = "standby"
+    reason = "another daemon leads"
+    shared = True
+    is_leader = False
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.fail = ""
+
+    def forward(self, request: dict[str, Any]) -> str:
+        if not self.fail:
+            self.sent.append(request)
+        return self.fail
+
+
+def test_a_standby_reconciles_nothing_forwards_requests_and_writes_no_status(tmp_path: Path) -> None:
+    eng = FakeEngine()
+    d, _clock, _events = make_daemon(tmp_path, eng)
+    d.leader = Standby()  # type: ignore[assignment]
+    d.poll()
+    d.drift_check()
+    d.request_reconcile(None, "github webhook", force=False)
+    d.request_reconcile(["prod"], "asked through the API", force=True)
+    assert eng.applied == [] and eng.fetches == 0 and not (tmp_path / "status.json").exists()
+    assert [(r["action"], r["clusters"], r["force"]) for r in d.leader.sent] == [
+        ("reconcile", None, False), ("reconcile", ["prod"], True)]
+    assert d.status_dict()["daemon"]["role"] == "standby"
+    d.status.cluster("prod")
+    d.set_suspended("prod", True)
+    assert d.leader.sent[-1] == {"action": "suspend", "clusters": ["prod"], "suspended": True}
+    d.leader.fail = "connection refused"
+    with pytest.raises(Transient, match="cannot reach the leader"):
+        d.set_suspended("prod", False)
+    d.leader.sent.pop()
+
+    # what the leader does with a forwarded request: as if it had come to it
+    leader, _, _ = make_daemon(tmp_path / "leader", eng)
+    leader._on_request(d.leader.sent[1])
+    leader.poll()
+    assert eng.applied == [("prod", A)]
+    assert leader.status_dict()["daemon"]["role"] == "leader"
+
+
+def test_an_untrusted_head_stalls_every_cluster_is_recorded_once_and_never_applied(tmp_path: Path) -> None:
+    from reconciler.gitrepo.trust import Untrusted
+
+    eng = FakeEngine(clusters=("prod", "test"))
+    d, clock, events = make_daemon(tmp_path, eng)
+    d.poll()
+    eng.head = B
+
+    def untrusted() -> str:
+        eng.fetches += 1
+        raise Untrusted(B, f"commit {B[:12]} is unsigned; only commits signed by an allowed key are applied")
+
+    eng.fetch = untrusted  # type: ignore[method-assign]
+    d.poll()
+    clock.now += 1000
+    d.poll()
+    assert [r["action"] for r in eng.records] == ["refused"] and eng.records[0]["commit"] == B
+    assert all(c.conditions["Stalled"].status == "True" and "unsigned" in c.conditions["Stalled"].message
+               for c in d.status.clusters.values())
+    assert [e.kind for e in events] == ["deployed", "deployed", "failed", "failed"]
+    assert eng.applied == [("prod", A), ("test", A)]

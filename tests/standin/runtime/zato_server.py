@@ -677,6 +677,10 @@ class ZatoServer:
         if self.odb is not None and self.version in ("3.2", "3.3"):
             self.deploy_extra_services(set(self.store.snapshot()))
         for directory in conf.extra_pickup_dirs:  # user pickup folders: deployed at start, in place
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as e:
+                log_hot_deploy.warning("Could not create pickup folder `%s`: %s", directory, e)
             for path in sorted(_snapshot(directory, recursive=False)):
                 self.deploy_in_place(path)
 
@@ -685,7 +689,7 @@ class ZatoServer:
         ).start()
         self.serving = True
 
-        for directory in (conf.pickup_dir, *conf.extra_pickup_dirs):
+        for directory in (conf.pickup_dir, *(d for d in conf.extra_pickup_dirs if os.path.isdir(d))):
             on_file = self.on_pickup if directory == conf.pickup_dir else self.on_user_pickup
             watcher: threading.Thread
             if self.version in ("2.0", "3.0", "3.2"):
@@ -788,7 +792,7 @@ class ZatoServer:
             if error:
                 self._log_load_error(path, name, error)
             elif not names:
-                log_hot_deploy.info("No services nor models were deployed from module `%s`", name)
+                self._log_nothing_deployed(name)
             elif self.version == "3.0":
                 log_hot_deploy.info("Uploaded package id:`%s`, payload_name:`%s`", package_id, name)
             else:
@@ -802,22 +806,30 @@ class ZatoServer:
             if error:
                 self._log_load_error(path, name, error)
             elif not names:
-                log_hot_deploy.info("No services nor models were deployed from module `%s`", name)
+                self._log_nothing_deployed(name)
             else:
                 self._log_deployed(path, names)
             return names
+
+    def _log_nothing_deployed(self, name: str) -> None:
+        """`No services nor models ...`; 4.1 also counts connector types (zato-facts.md section 9)."""
+        if self.version == "4.1":
+            log_hot_deploy.info("No services, models nor connector types were deployed from module `%s`", name)
+        else:
+            log_hot_deploy.info("No services nor models were deployed from module `%s`", name)
 
     @staticmethod
     def _log_deployed(path: str, names: list[str]) -> None:
         suffix = "" if len(names) == 1 else "s"
         log_hot_deploy.info("Deployed %d service%s from `%s` -> %s", len(names), suffix, path, names)
 
-    @staticmethod
-    def _log_load_error(path: str, name: str, error: str) -> None:
+    def _log_load_error(self, path: str, name: str, error: str) -> None:
         # Zato logs the same error twice: once in the service store, once again on its way out of hot-deploy
         for _ in range(2):
             log_store.error("Could not load source, file_name:`%s`, e:`%s`", path, error)
-        log_hot_deploy.info("No services nor models were deployed from module `%s`", name)
+        if self.version == "4.1":  # 4.1 then looks for connectors in the module, and says it could not import it
+            log_hot_deploy.warning("Could not import module `%s` to look for connectors", os.path.splitext(name)[0])
+        self._log_nothing_deployed(name)
 
     # -- stop -----------------------------------------------------------------------------------------------
 
