@@ -17,6 +17,7 @@ import shlex
 import socket
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -48,11 +49,18 @@ def main() -> int:
     def one(server: dict[str, object]) -> int:
         c = client(str(server["host"]), int(server["port"]))  # type: ignore[call-overload]
         globs = " ".join(f"{shlex.quote(str(d))}/*.py" for d in server["dirs"])  # type: ignore[attr-defined]
-        _, out, _ = c.exec_command(f"sha256sum -- {globs} 2>/dev/null")
-        return len(out.read().splitlines())
+        delay = 0.005
+        while True:
+            try:
+                _, out, _ = c.exec_command(f"sha256sum -- {globs} 2>/dev/null")
+                return len(out.read().splitlines())
+            except paramiko.ChannelException:
+                # sshd frees a closed session's slot lazily: retry, as zato-gitops's transport does
+                time.sleep(delay)
+                delay = min(2 * delay, 0.2)
 
     # at most 8 commands at once per connection (sshd's MaxSessions is 10), as zato-gitops does
-    workers = max(1, min(len(spec["servers"]), 8 * len({(s["host"], s["port"]) for s in spec["servers"]})))
+    workers = max(1, min(len(spec["servers"]), 8 * len({(s["host"], s["port"]) for s in spec["servers"]}), 16))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         hashed = sum(pool.map(one, spec["servers"]))
     if args.put:

@@ -23,20 +23,24 @@ def main(raw: Path, png: Path) -> None:
     data = json.loads(raw.read_text())
     samples = [s for s in data["samples"] if s["seconds"]]
     servers = sorted({s["servers"] for s in samples})
+    modules = sorted({s["modules"] for s in samples})
     tools = sorted({s["tool"] for s in samples}, key=lambda t: (not t.startswith("zato"), t))
     fig, axes = plt.subplots(len(servers), len(SCENARIOS), figsize=(5 * len(SCENARIOS), 3.6 * len(servers)),
                              squeeze=False, sharex=True)
     for row, n in enumerate(servers):
         for col, (scenario, title) in enumerate(SCENARIOS):
             ax = axes[row][col]
-            for tool in tools:
+            for i, tool in enumerate(tools):  # one colour and marker per tool in every panel
                 points = sorted((s["modules"], statistics.median(s["seconds"])) for s in samples
                                 if s["tool"] == tool and s["servers"] == n and s["scenario"] == scenario)
                 if points:
-                    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=tool)
+                    ax.plot([p[0] for p in points], [p[1] for p in points], marker="osD^v<>ph*"[i % 10],
+                            color=f"C{i % 10}", linestyle="-" if tool.startswith("zato") else "--", label=tool)
             ax.set_title(f"{n} server{'s' if n > 1 else ''}: {title}", fontsize=10)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.set_xticks(modules, [f"{m:,}" for m in modules])
+            ax.minorticks_off()
             ax.grid(True, which="both", alpha=0.3)
             if row == len(servers) - 1:
                 ax.set_xlabel("modules")
