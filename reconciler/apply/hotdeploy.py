@@ -102,9 +102,12 @@ def hot_deploy(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     parallelism: int = 16,
+    on_copied: Callable[[str], None] = lambda _: None,
 ) -> dict[str, ServerResult]:
-    """Carry out the cluster plan's hot-deploys; return a result per server that had to confirm something."""
-    prof = desired.profile
+    """Carry out the cluster plan's hot-deploys; return a result per server that had to confirm something.
+
+    `on_copied(server)` is called as soon as a server's files are in its pickup dir (the engine's journal notes
+    it, so a run killed while waiting for confirmations is finished by the next one)."""
     results: dict[str, ServerResult] = {}
     drops: dict[str, list[str]] = {}
     confirms: dict[str, set[str]] = {}
@@ -123,6 +126,7 @@ def hot_deploy(
         try:
             _install(transports[server], obs.paths.work_dir, obs.paths.pickup_dir, items)
             results[server].dropped = list(drops[server])
+            on_copied(server)
             progress(f"{desired.name}/{server}: copied {', '.join(drops[server])} into {obs.paths.pickup_dir}")
         except ReconcilerError as e:
             results[server].error = e.message
@@ -136,8 +140,31 @@ def hot_deploy(
     for s, mods in confirms.items():
         for m in mods - sent:
             results[s].modules[m] = "not-sent"
-    scanners = {s: ConfirmScanner(prof, mods & sent) for s, mods in confirms.items()}
-    marks: dict[str, LogMark] = {s: observed.server(s).log for s in confirms}
+    await_confirmations(desired, {s: mods & sent for s, mods in confirms.items()},
+                        {s: observed.server(s).log for s in confirms}, transports, results, timeout=timeout,
+                        poll=poll, progress=progress, clock=clock, sleep=sleep, parallelism=parallelism)
+    return results
+
+
+def await_confirmations(
+    desired: DesiredCluster,
+    confirms: Mapping[str, set[str]],
+    marks: Mapping[str, LogMark],
+    transports: Mapping[str, Transport],
+    results: dict[str, ServerResult],
+    *,
+    timeout: float,
+    poll: float,
+    progress: Progress = lambda _: None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    parallelism: int = 16,
+) -> None:
+    """Follow each server's log from its mark until it confirmed or refused each of its modules, or `timeout`
+    (0: read once); the verdicts go into `results` (one per server in `confirms`, created by the caller)."""
+    prof = desired.profile
+    marks = dict(marks)
+    scanners = {s: ConfirmScanner(prof, set(mods)) for s, mods in confirms.items()}
     deadline = clock() + timeout
     waiting = {s for s, sc in scanners.items() if not sc.done}
     if waiting:
@@ -177,4 +204,4 @@ def hot_deploy(
         for m in sc.pending:
             r.modules[m] = "error" if r.error else "timeout"
             r.lines[m] = sc.lines[-10:]
-    return results
+

@@ -90,7 +90,7 @@ class RolloutRunner:
         size = max(1, self.spec.rollout.max_unavailable)
         for i in range(0, len(todo), size):
             if self.stop.is_set():
-                self.store.set_status(rollout.id, "running", "interrupted; resumes at the next start")
+                self.store.set_status(rollout.id, "interrupted", "interrupted; resumes at the next start")
                 outcomes.append(RestartOutcome(todo[i], "interrupted"))
                 return outcomes
             batch = todo[i : i + size]

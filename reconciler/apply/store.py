@@ -33,9 +33,9 @@ from sqlalchemy.engine import Engine as SAEngine
 
 from reconciler.settings import Settings
 
-Status = Literal["pending", "running", "halted", "finished", "cancelled", "superseded"]
-#: a rollout in one of these still has work to do
-OPEN: tuple[Status, ...] = ("pending", "running", "halted")
+Status = Literal["pending", "running", "interrupted", "halted", "finished", "cancelled", "superseded"]
+#: a rollout in one of these still has work to do ("interrupted": the run working on it was stopped or killed)
+OPEN: tuple[Status, ...] = ("pending", "running", "interrupted", "halted")
 
 #: the steps of one server, in order; "done" and "rolled-back" are final
 Step = Literal["pending", "writing", "stopping", "starting", "waiting", "verifying", "done", "failed", "rolled-back"]

@@ -77,6 +77,16 @@ def handle_errors(f: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def interrupt_on_sigterm() -> None:
+    """SIGTERM ends a command the way Ctrl-C does, so the engine's record step runs (records `interrupted`)."""
+    import signal
+
+    def raise_interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, raise_interrupt)
+
+
 def progress(msg: str) -> None:
     err.print(f"[dim]>[/] {msg}", markup=True, highlight=False)
 
@@ -181,6 +191,7 @@ def apply(clusters: tuple[str, ...], confirm_timeout: float | None, as_json: boo
 
     engine = Engine(make_settings(kw), progress)
     engine.confirm_timeout_override = confirm_timeout
+    interrupt_on_sigterm()
     result = engine.apply(list(clusters) or None)
     if as_json:
         click.echo(json.dumps(apply_dict(result), indent=2))
@@ -408,11 +419,19 @@ def rollouts(ctx: click.Context, /, as_json: bool, **kw: Any) -> None:
     ctx.obj["kw"] = kw
     if ctx.invoked_subcommand is not None:
         return
+    import dataclasses
+
     from reconciler.apply.store import RolloutStore
     from reconciler.cli.render import print_rollouts
+    from reconciler.engine.chain import StateLock
 
-    store = RolloutStore.for_settings(make_settings(kw))
-    found = store.all()
+    settings = make_settings(kw)
+    found = RolloutStore.for_settings(settings).all()
+    if not StateLock(settings.state_dir).is_held():
+        # no run works on the state dir: a rollout still "running" belongs to a run that was killed
+        found = [dataclasses.replace(r, status="interrupted", message=r.message or "the run working on it was "
+                                     "killed; the next apply resumes it") if r.status == "running" else r
+                 for r in found]
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in found], indent=2))
     else:
@@ -434,6 +453,7 @@ def rollouts_resume(ctx: click.Context, /, rollout_id: str, as_json: bool) -> No
     from reconciler.engine.chain import Engine
 
     engine = Engine(make_settings(ctx.obj["kw"]), progress)
+    interrupt_on_sigterm()
     rollout, outcomes = engine.resume_rollout(rollout_id)
     if as_json:
         click.echo(json.dumps(rollout.to_dict() | {"outcomes": [o.__dict__ for o in outcomes]}, indent=2))

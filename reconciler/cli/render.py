@@ -228,7 +228,8 @@ def print_rollouts(console: Console, rollouts: Sequence[Rollout]) -> None:
     for col in ("id", "cluster", "commit", "status", "progress", "window", "updated", "message"):
         table.add_column(col, no_wrap=col != "message")
     for r in rollouts:
-        style = {"finished": "green", "halted": "red", "running": "yellow", "pending": "cyan"}.get(r.status, "")
+        style = {"finished": "green", "halted": "red", "running": "yellow", "interrupted": "yellow",
+                 "pending": "cyan"}.get(r.status, "")
         steps = ", ".join(f"{s.server}:{s.step}" for s in r.servers)
         table.add_row(r.id, r.cluster, r.commit[:8], Text(r.status, style=style),
                       f"{r.done_count}/{len(r.servers)} ({steps})", r.window or "-", r.updated[:19].replace("T", " "),

@@ -53,6 +53,7 @@ from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.notify import Notifier
 from reconciler.engine.scheduler import make_scheduler, register_runtime
 from reconciler.errors import Busy, ReconcilerError, Stalled, Transient
+from reconciler.gitrepo.records import Action, Reason, Record
 from reconciler.locks import LockHeld, PidLock
 from reconciler.settings import Settings
 
@@ -513,9 +514,9 @@ class Daemon:
         log.error("revision %s refused: %s", short(head), e.message,
                   extra={"revision": head, "event": "refused"})
         try:
-            self.engine.audit.record(head, [{
-                "at": iso(self.clock()), "run": uuid.uuid4().hex[:12], "by": getattr(self.engine, "by", "zato-gitops"),
-                "commit": head, "action": "refused", "outcome": "failed", "detail": e.message}])
+            self.engine.audit.record(head, [Record(
+                at=iso(self.clock()) or "", run=uuid.uuid4().hex[:12], by=self.engine.by, commit=head,
+                action=Action.REFUSED, outcome="failed", reason=Reason.COMMIT_INVALID, detail=e.message)])
         except ReconcilerError as rec_err:
             log.warning("cannot record the refusal on %s: %s", short(head), rec_err.message)
         events: list[Event] = []
@@ -691,10 +692,9 @@ class Daemon:
 
     def _record_drift(self, revision: str, name: str, items: list[str], outcome: str) -> None:
         try:
-            self.engine.audit.record(revision, [{
-                "at": iso(self.clock()), "run": uuid.uuid4().hex[:12], "by": getattr(self.engine, "by", "zato-gitops"),
-                "commit": revision, "cluster": name, "action": "drift", "outcome": outcome,
-                "detail": "; ".join(items)}])
+            self.engine.audit.record(revision, [Record(
+                at=iso(self.clock()) or "", run=uuid.uuid4().hex[:12], by=self.engine.by, commit=revision,
+                cluster=name, action=Action.DRIFT, outcome=outcome, detail="; ".join(items))])
         except ReconcilerError as e:
             log.warning("%s: cannot record the drift: %s", name, e.message)
 

@@ -13,26 +13,35 @@ import getpass
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 
-from reconciler.apply.hotdeploy import ServerResult, hot_deploy
+from reconciler.apply.hotdeploy import ServerResult, await_confirmations, hot_deploy
 from reconciler.apply.rollout import RestartOutcome, RolloutRunner
 from reconciler.apply.store import OPEN, Rollout, RolloutStore
 from reconciler.core.desired import build_desired
 from reconciler.core.plan import ClusterPlan, Plan, plan
-from reconciler.core.state import Desired, ObservedServer
+from reconciler.core.state import Desired, Module, ObservedServer
+from reconciler.engine.journal import (
+    HotDeployStep,
+    Journal,
+    Verdicts,
+    hot_deploy_records,
+    interrupt_rollout,
+    rollout_records,
+)
 from reconciler.engine.results import ApplyReport, PlanReport
 from reconciler.engine.scheduler import PERSISTENT, cron_trigger, make_scheduler, runtime
-from reconciler.errors import Busy, Stalled
+from reconciler.errors import Busy, ReconcilerError, Stalled
 from reconciler.gitrepo.notes import Audit, PushResult, format_at
+from reconciler.gitrepo.records import INTERRUPTED, Action, Reason, Record
 from reconciler.gitrepo.source import Source
 from reconciler.locks import LockHeld, PidLock
 from reconciler.observe import observe_all, observe_server
@@ -84,6 +93,7 @@ class Engine:
         )
         self.audit = Audit(self.source)
         self._store: RolloutStore | None = None
+        self._journal: Journal | None = None
         #: `apply --timeout`: an operator's word wins over the manifest's confirm_timeout
         self.confirm_timeout_override: float | None = None
         #: the daemon's running scheduler; None in a one-shot command (a temporary one persists window jobs)
@@ -123,84 +133,111 @@ class Engine:
         )
         return PlanReport(desired.commit, desired, observed, plan(desired, observed), failures)
 
-    def plan(self, only: list[str] | None = None, commit: str | None = None) -> PlanReport:
-        """The plan for the branch head (fetched), or for `commit` (already fetched) when given."""
-        commit = commit or self.fetch()
-        desired = self.desired(commit)
+    def plan(
+        self, only: list[str] | None = None, commit: str | None = None, desired: Desired | None = None
+    ) -> PlanReport:
+        """The plan for the branch head (fetched), or for `commit` (already fetched) when given; a caller that
+        already built the commit's desired state passes it, and it is not built again."""
+        if desired is None:
+            desired = self.desired(commit or self.fetch())
         with self.connections() as conns:
             return self.observe(desired, conns, only)
 
-    def apply(self, only: list[str] | None = None, commit: str | None = None) -> ApplyReport:
+    def apply(
+        self, only: list[str] | None = None, commit: str | None = None, desired: Desired | None = None
+    ) -> ApplyReport:
         """Apply the branch head (fetched), or `commit` (already fetched) when given, to the clusters in `only`.
 
-        Per cluster: hot-deploys first (no restart needed), then the rolling restart for static changes, now or,
-        with a `rollout.window`, as a persisted job waiting for the window. A rollout interrupted earlier (the
-        reconciler was killed) is finished first, at the server where it stopped."""
+        First the record of any run that was killed is finished (its journal, see engine/journal.py). Then per
+        cluster: hot-deploys first (no restart needed), then the rolling restart for static changes, now or,
+        with a `rollout.window`, as a persisted job waiting for the window. A rollout interrupted earlier is
+        finished first, at the server where it stopped. Whatever happens, the run ends by recording what it did
+        (`_run`'s finaliser): an exception, SIGINT or SIGTERM records what was done so far as `interrupted`."""
         with self.locked():
-            commit = commit or self.fetch()
-            run_id = uuid.uuid4().hex[:12]
-            try:
-                desired = self.desired(commit)
-            except Stalled as e:
-                self._record(commit, [self._record_base(run_id, commit) | {
-                    "action": "refused", "outcome": "failed", "detail": e.message}])
-                raise
-            result = ApplyReport(PlanReport(commit, desired, {}, plan(desired, {}), []), run_id=run_id)
-            records: list[dict[str, Any]] = []
+            commit = desired.commit if desired is not None else commit or self.fetch()
             with self.connections() as conns:
-                for rollout in self.store.all(("running",)):
-                    if only is None or rollout.cluster in only:
-                        records += self._run_rollout(rollout.id, conns, result)
-                report = self.observe(desired, conns, only)
-                result.report = report
-                for cluster_plan in report.plan.clusters:
-                    if not cluster_plan.empty:
-                        records += self._apply_cluster(run_id, desired, report, cluster_plan, conns, result)
-                for c, s, err in report.unreachable:
-                    records.append(self._record_base(run_id, commit) | {
-                        "cluster": c, "server": s, "action": "observe", "outcome": "failed", "detail": err.message})
-            if records:
-                result.note = self._record(commit, records)
+                self._recover(conns)
+                with self._run(commit, conns, desired) as run:
+                    result = self._apply(run, only, conns)
+            result.note = run.note
             return result
 
+    def _apply(self, run: _Run, only: list[str] | None, conns: Connections) -> ApplyReport:
+        commit = run.commit
+        try:
+            desired = run.desired(commit)
+        except Stalled as e:
+            run.add([run.record(Action.REFUSED, "failed", detail=e.message, reason=Reason.COMMIT_INVALID)])
+            raise
+        result = ApplyReport(PlanReport(commit, desired, {}, plan(desired, {}), []), run_id=run.id)
+        for rollout in self.store.all(("running", "interrupted")):
+            if only is None or rollout.cluster in only:
+                self._run_rollout(run, rollout.id, conns, result)
+        report = self.observe(desired, conns, only)
+        result.report = report
+        for cluster_plan in report.plan.clusters:
+            if not cluster_plan.empty:
+                self._apply_cluster(run, desired, report, cluster_plan, conns, result)
+        unreachable = [run.record(Action.OBSERVE, "failed", cluster=c, server=s, detail=err.message,
+                                  reason=Reason.HOST_KEY_UNKNOWN if isinstance(err, Stalled)
+                                  else Reason.SERVERS_UNREACHABLE)
+                       for c, s, err in report.unreachable]
+        run.add(unreachable)
+        result.records = run.records
+        return result
+
     def _apply_cluster(
-        self, run_id: str, desired: Desired, report: PlanReport, cluster_plan: ClusterPlan, conns: Connections,
+        self, run: _Run, desired: Desired, report: PlanReport, cluster_plan: ClusterPlan, conns: Connections,
         result: ApplyReport,
-    ) -> list[dict[str, Any]]:
+    ) -> None:
         name, commit = cluster_plan.cluster, desired.commit
         dc = desired.cluster(name)
         spec = dc.spec
-        records: list[dict[str, Any]] = []
         if cluster_plan.blocked:
             result.refused[name] = list(cluster_plan.blocked)
-            return [self._record_base(run_id, commit) | {
-                "cluster": name, "action": "refused", "outcome": "failed", "detail": "; ".join(cluster_plan.blocked)}]
+            run.add([run.record(Action.REFUSED, "failed", cluster=name, detail="; ".join(cluster_plan.blocked),
+                                reason=Reason.SERVERS_NOT_READY)])
+            return
         transports = {s.name: conns.get(spec, s) for s in spec.servers}
         if cluster_plan.hot_deploys:
+            observed = report.observed[name]
+            confirms: dict[str, list[str]] = {}
+            drops: dict[str, list[str]] = {}
+            for h in cluster_plan.hot_deploys:
+                for s in h.confirm_on:
+                    confirms.setdefault(s, []).append(h.module)
+                for s in h.drop_on:
+                    drops.setdefault(s, []).append(h.module)
+            op = self.journal.hot_deploy(
+                run.id, name, commit,
+                {h.module: (dc.modules[h.module].repo_path, dc.modules[h.module].blob, dc.modules[h.module].sha256)
+                 for h in cluster_plan.hot_deploys},
+                drops, confirms, {s: observed.server(s).log for s in confirms})
             servers = hot_deploy(
-                dc, report.observed[name], cluster_plan, transports,
+                dc, observed, cluster_plan, transports,
                 timeout=self.confirm_timeout_override or spec.confirm_timeout or self.settings.confirm_timeout,
                 poll=self.settings.confirm_poll, progress=self.progress, parallelism=self.settings.parallelism,
+                on_copied=lambda server: self.journal.copied(run.id, op, server),
             )
             result.results[name] = servers
-            records += self._hot_records(run_id, commit, dc.modules, name, servers)
+            run.add(self._hot_records(run, dc.modules, name, servers), op=op)
             if not all(r.ok for r in servers.values()):
                 if cluster_plan.restarts:
                     result.refused[name] = ["a hot-deploy failed, so the rolling restart was not started"]
-                return records
+                return
         if not cluster_plan.restarts:
-            return records
+            return
         if cluster_plan.restart_blocked:
             result.refused[name] = list(cluster_plan.restart_blocked)
-            return [*records, self._record_base(run_id, commit) | {
-                "cluster": name, "action": "refused", "outcome": "failed",
-                "detail": "; ".join(cluster_plan.restart_blocked)}]
+            run.add([run.record(Action.REFUSED, "failed", cluster=name, reason=Reason.SERVERS_NOT_READY,
+                                detail="; ".join(cluster_plan.restart_blocked))])
+            return
         resumed = result.rollouts.get(name)
         if resumed is not None and resumed[0].status != "finished":
             # the interrupted rollout resumed by this apply stopped again: starting another one now would only
             # repeat it; a person decides (`rollouts resume`) or a new commit supersedes it
             result.refused[name] = [f"rollout {resumed[0].id} {resumed[0].status}: {resumed[0].message}"]
-            return records
+            return
         for old in self.store.all(OPEN, cluster=name):
             self.store.set_status(old.id, "superseded", f"superseded by commit {commit[:12]}")
             self._unschedule(old.id)
@@ -214,13 +251,121 @@ class Engine:
             when = self._schedule(rollout.id, window)
             result.scheduled[name] = (rollout.id, when)
             self.progress(f"{name}: rolling restart {rollout.id} waits for its window '{window}' (next: {when})")
-            return [*records, self._record_base(run_id, commit) | {
-                "cluster": name, "action": "rollout-scheduled", "rollout": rollout.id, "outcome": "pending",
-                "detail": f"window '{window}', next {when}"}]
+            run.add([run.record(Action.ROLLOUT_SCHEDULED, "pending", cluster=name, rollout=rollout.id,
+                                reason=Reason.WAITING_FOR_WINDOW, detail=f"window '{window}', next {when}")])
+            return
         rollout = self.store.create(name, commit, servers_in_order, status="running", window=None)
         self.progress(f"{name}: rolling restart {rollout.id} of {len(cluster_plan.restarts)} server(s), "
                       f"{spec.rollout.max_unavailable} at a time")
-        return [*records, *self._run_rollout(rollout.id, conns, result)]
+        self._run_rollout(run, rollout.id, conns, result)
+
+    # --- the run and its record step -----------------------------------------------------------------------
+    @property
+    def journal(self) -> Journal:
+        if self._journal is None:
+            self._journal = Journal.for_settings(self.settings)
+        return self._journal
+
+    @contextmanager
+    def _run(self, commit: str, conns: Connections, desired: Desired | None = None) -> Iterator[_Run]:
+        """One run, journalled; its finaliser always records (rule 14), whatever ends the block."""
+        run = _Run(uuid.uuid4().hex[:12], commit, self)
+        if desired is not None:
+            run.desireds[desired.commit] = desired
+        self.journal.open(run.id, commit, self.by)
+        try:
+            yield run
+        except BaseException as e:
+            self.progress(f"the run was interrupted ({type(e).__name__}); recording what was done so far")
+            raise
+        finally:
+            run.note = self._finish(run.id, conns, wait=False, desireds=run.desireds)
+
+    def _recover(self, conns: Connections) -> None:
+        """Finish the records of runs that were killed (their journals are still open), before anything else."""
+        for rid in self.journal.unfinished():
+            self.progress(f"run {rid} was killed before it recorded what it did; finishing its record")
+            self._finish(rid, conns, wait=True)
+
+    def recover(self) -> PushResult | None:
+        """What the daemon calls on every poll: finish the records of killed runs and push notes that are kept
+        locally. Nothing happens (None) while someone else holds the state dir."""
+        try:
+            with self.locked():
+                if not self.journal.unfinished() and not self.audit.pending():
+                    return None
+                with self.connections() as conns:
+                    self._recover(conns)
+                return self.audit.push_pending()
+        except Busy:
+            return None
+
+    def _finish(
+        self, run_id: str, conns: Connections, *, wait: bool, desireds: dict[str, Desired] | None = None
+    ) -> PushResult | None:
+        """Turn a run's journal into its note (records grouped by commit), then close the journal. Hot-deploys
+        the run did not see to the end are settled from the servers' logs since the journalled offsets (waiting
+        for them to confirm when `wait`, for a run that was killed); rollouts from the rollout store."""
+        j = self.journal.read(run_id)
+        records = list(j.records)
+        cache = desireds if desireds is not None else {}
+        base = Record(at=utc_now(), run=run_id, by=j.by, commit=j.commit, action=Action.HOT_DEPLOY,
+                      outcome=INTERRUPTED)
+        for step in j.pending_hot_deploys:
+            records += hot_deploy_records(step, self._reread(step, conns, wait, cache), base, utc_now())
+        recorded = {(r.rollout, r.server) for r in records if r.action == Action.RESTART}
+        for rs in j.pending_rollouts:
+            try:
+                rollout = self.store.get(rs.rollout)
+            except KeyError:
+                continue
+            records += rollout_records(rs, rollout, recorded, base)
+            interrupt_rollout(self.store, rollout)
+        note: PushResult | None = None
+        by_commit: dict[str, list[Record]] = {}
+        for r in records:
+            by_commit.setdefault(r.commit, []).append(r)
+        try:
+            for commit, recs in by_commit.items():
+                note = self._record(commit, recs)
+            if note is None:
+                pushed = self.audit.push_pending()
+                note = None if pushed.reason == "nothing to push" else pushed
+        except ReconcilerError as e:
+            # the journal stays open: the next run writes the note
+            self.progress(f"cannot write the note of run {run_id} now ({e.message}); the next run will")
+            return None
+        self.journal.close(run_id)
+        return note
+
+    def _reread(self, step: HotDeployStep, conns: Connections, wait: bool, cache: dict[str, Desired]) -> Verdicts:
+        """The verdicts in the servers' logs since the journalled offsets, for a hot-deploy whose run ended
+        before it saw them: one read, or (a killed run, files copied) until confirmed or confirm_timeout."""
+        try:
+            if step.commit not in cache:
+                cache[step.commit] = self.desired(step.commit)
+            dc = cache[step.commit].cluster(step.cluster)
+            by_name = {s.name: s for s in dc.spec.servers}
+            sent = {m for s, ms in step.drops.items() if s in step.copied for m in ms}
+            confirms = {s: set(ms) & sent if step.copied else set(ms) for s, ms in step.confirms.items()}
+            confirms = {s: ms for s, ms in confirms.items() if ms and s in by_name}
+            transports = {s: conns.get(dc.spec, by_name[s]) for s in confirms}
+        except (ReconcilerError, KeyError) as e:
+            self.progress(f"cannot re-read the logs of {step.cluster}: {e}")
+            return {}
+        results = {s: ServerResult(s) for s in confirms}
+        timeout = (self.confirm_timeout_override or dc.spec.confirm_timeout or self.settings.confirm_timeout
+                   if wait and step.copied else 0.0)
+        await_confirmations(dc, confirms, step.marks, transports, results, timeout=timeout,
+                            poll=self.settings.confirm_poll, progress=self.progress,
+                            parallelism=self.settings.parallelism)
+        out: dict[str, dict[str, tuple[str, str]]] = {}
+        for s, r in results.items():
+            for m, o in r.modules.items():
+                outcome = o if o in ("confirmed", "failed") or (o == "timeout" and timeout) else INTERRUPTED
+                detail = "" if o == "confirmed" else "\n".join(r.lines.get(m, []))[-2000:]
+                out.setdefault(s, {})[m] = (outcome, detail)
+        return out
 
     # --- rollouts ------------------------------------------------------------------------------------------
     @property
@@ -229,10 +374,9 @@ class Engine:
             self._store = RolloutStore.for_settings(self.settings)
         return self._store
 
-    def _run_rollout(self, rid: str, conns: Connections, result: ApplyReport | None = None) -> list[dict[str, Any]]:
+    def _run_rollout(self, run: _Run, rid: str, conns: Connections, result: ApplyReport | None = None) -> None:
         rollout = self.store.get(rid)
-        desired = self.desired(rollout.commit)
-        dc = desired.cluster(rollout.cluster)
+        dc = run.desired(rollout.commit).cluster(rollout.cluster)
         spec = dc.spec
         transports = {s.name: conns.get(spec, s) for s in spec.servers}
         by_name = {s.name: s for s in spec.servers}
@@ -241,6 +385,7 @@ class Engine:
             s = by_name[server]
             return observe_server(transports[server], spec, s, self.settings.command_timeout, dc)
 
+        op = self.journal.rollout(run.id, rollout)
         runner = RolloutRunner(self.store, dc, transports, observe_one, progress=self.progress, stop=self.stop,
                                poll=self.settings.confirm_poll)
         outcomes = runner.run(rollout)
@@ -249,17 +394,16 @@ class Engine:
             result.rollouts[rollout.cluster] = (final, outcomes)
         records = []
         for o in outcomes:
-            if o.outcome in ("interrupted",):
-                continue
-            rec = self._record_base(rid, rollout.commit) | {
-                "cluster": rollout.cluster, "server": o.server, "action": "restart", "rollout": rid,
-                "outcome": o.outcome, "started": o.started, "ready": o.ready, "duration": round(o.duration, 2),
-                "files": o.files,
-            }
+            rec = run.record(Action.RESTART, o.outcome, commit=rollout.commit, cluster=rollout.cluster,
+                             server=o.server, rollout=rid, started=o.started, ready=o.ready,
+                             duration=round(o.duration, 2), files=tuple(o.files))
+            if o.outcome == INTERRUPTED:
+                continue  # the server was not touched; the rollout resumes at it
             if not o.ok:
-                rec["detail"] = (o.error + "\n" + "\n".join(o.lines[-10:]))[-2000:]
+                rec = rec.but(detail=(o.error + "\n" + "\n".join(o.lines[-10:]))[-2000:],
+                              reason=Reason.ROLLED_BACK if o.outcome == "rolled-back" else Reason.RESTART_FAILED)
             records.append(rec)
-        return records
+        run.add(records, op=op)
 
     def resume_rollout(self, rid: str) -> tuple[Rollout, list[RestartOutcome]]:
         """Run a pending, halted or interrupted rollout now (the window of a pending one is skipped)."""
@@ -269,11 +413,11 @@ class Engine:
                 raise Stalled(f"rollout {rollout.id} is {rollout.status}; only pending, running or halted ones resume")
             self._unschedule(rollout.id)
             self.source.fetch()
-            result = ApplyReport(PlanReport(rollout.commit, self.desired(rollout.commit), {}, Plan("", ()), []))
             with self.connections() as conns:
-                records = self._run_rollout(rollout.id, conns, result)
-            if records:
-                self._record(rollout.commit, records)
+                self._recover(conns)
+                with self._run(rollout.commit, conns) as run:
+                    result = ApplyReport(PlanReport(rollout.commit, run.desired(rollout.commit), {}, Plan("", ()), []))
+                    self._run_rollout(run, rollout.id, conns, result)
             final, outcomes = result.rollouts[rollout.cluster]
             return final, outcomes
 
@@ -316,30 +460,59 @@ class Engine:
                 sched.shutdown(wait=False)
 
     # --- records -------------------------------------------------------------------------------------------
-    def _record_base(self, run_id: str, commit: str) -> dict[str, Any]:
-        return {"at": utc_now(), "run": run_id, "by": self.by, "commit": commit}
-
     def _hot_records(
-        self, run_id: str, commit: str, modules: Any, cluster: str, servers: dict[str, ServerResult]
-    ) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+        self, run: _Run, modules: Mapping[str, Module], cluster: str, servers: dict[str, ServerResult]
+    ) -> list[Record]:
+        out: list[Record] = []
         for server, r in servers.items():
             for module, outcome in sorted(r.modules.items()):
                 m = modules[module]
-                rec = self._record_base(run_id, commit) | {
-                    "cluster": cluster, "server": server, "action": "hot-deploy", "module": m.repo_path,
-                    "blob": m.blob, "sha256": m.sha256, "dropped": module in r.dropped, "outcome": outcome,
-                    "started": _iso(r.started), "finished": _iso(r.finished),
-                }
+                rec = run.record(
+                    Action.HOT_DEPLOY, outcome, cluster=cluster, server=server, module=m.repo_path, blob=m.blob,
+                    sha256=m.sha256, dropped=module in r.dropped, started=_iso(r.started), finished=_iso(r.finished))
                 if outcome != "confirmed":
-                    rec["detail"] = r.error or "\n".join(r.lines.get(module, []))[-2000:]
+                    rec = rec.but(detail=r.error or "\n".join(r.lines.get(module, []))[-2000:],
+                                  reason=HOT_REASONS.get(outcome, Reason.DEPLOY_ERROR))
                 out.append(rec)
         return out
 
-    def _record(self, commit: str, records: list[dict[str, Any]]) -> PushResult:
+    def _record(self, commit: str, records: list[Record]) -> PushResult:
         self.progress(f"recording {len(records)} record{'s' if len(records) != 1 else ''} on {commit[:12]}")
         return self.audit.record(commit, records)
 
+
+#: a hot-deploy outcome that is not `confirmed` -> its reason
+HOT_REASONS = {"failed": Reason.DEPLOY_FAILED, "timeout": Reason.CONFIRM_TIMEOUT, "not-sent": Reason.NOT_SENT,
+               "error": Reason.DEPLOY_ERROR}
+
+
+@dataclass
+class _Run:
+    """One run of the engine: its id, the desired state of each commit it touched (built once per commit and
+    run), and what it recorded so far (also in the journal)."""
+
+    id: str
+    commit: str
+    engine: Engine
+    desireds: dict[str, Desired] = field(default_factory=dict)
+    records: list[Record] = field(default_factory=list)
+    note: PushResult | None = None
+
+    def desired(self, commit: str) -> Desired:
+        if commit not in self.desireds:
+            self.desireds[commit] = self.engine.desired(commit)
+        return self.desireds[commit]
+
+    def record(self, action: Action, outcome: str, **fields: object) -> Record:
+        base = Record(at=utc_now(), run=self.id, by=self.engine.by, commit=self.commit, action=action,
+                      outcome=outcome)
+        return base.but(**fields)
+
+    def add(self, records: list[Record], op: int | None = None) -> None:
+        """What a step did, journalled at once (so a kill after this loses nothing); `op` is the step's entry."""
+        if records or op is not None:
+            self.engine.journal.records(self.id, records, op)
+        self.records += records
 
 
 def window_open(window: str, now: datetime) -> bool:

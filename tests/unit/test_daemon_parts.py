@@ -24,6 +24,7 @@ from reconciler.daemon.logsetup import setup
 from reconciler.daemon.loop import Daemon, classify, classify_error, drift_items
 from reconciler.daemon.notify import Notifier, body, safe_url
 from reconciler.errors import Busy, HostKeyError, ModulesInvalid, Stalled, Unreachable
+from reconciler.gitrepo.records import Record
 from reconciler.settings import Settings
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
@@ -321,7 +322,7 @@ class FakeEngine:
         self.applied: list[tuple[str, str]] = []
         self.outcomes: dict[str, Any] = {}  # commit -> report, or exception to raise
         self.drifted = False
-        self.records: list[dict[str, Any]] = []
+        self.records: list[Record] = []
         self.fetches = 0
         self.by = "test"
         self.source = SimpleNamespace(remote_head=lambda: self.head, safe_url="file:///origin")
@@ -442,7 +443,7 @@ def test_an_invalid_commit_is_recorded_once_and_stalls_every_cluster(tmp_path: P
     d.poll()
     clock.now += 1000
     d.poll()
-    assert len(eng.records) == 1 and eng.records[0]["action"] == "refused"
+    assert len(eng.records) == 1 and eng.records[0].action == "refused"
     assert all(c.conditions["Stalled"].status == "True" for c in d.status.clusters.values())
     assert [e.kind for e in events] == ["deployed", "deployed", "failed", "failed"]
     assert len(eng.applied) == 2
@@ -471,7 +472,7 @@ def test_drift_is_healed_or_only_reported(tmp_path: Path) -> None:
     d.drift_check()
     assert eng.applied[-1] == ("prod", A) and not eng.drifted
     assert d.status.clusters["prod"].drift.action == "healed"  # type: ignore[union-attr]
-    assert [r["action"] for r in eng.records] == ["drift"]
+    assert [r.action for r in eng.records] == ["drift"]
     d.drift_check()
     assert d.status.clusters["prod"].drift is None
 
