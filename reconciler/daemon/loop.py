@@ -2,8 +2,11 @@
 
 Why a loop of small decisions rather than "apply every interval": applying means observing every server over
 SSH, so the loop first asks the remote for the branch head (`git ls-remote`, no fetch) and does nothing more
-while it has not moved. When it has, it fetches once and reconciles each cluster on its own (`Engine.apply(only=
-[cluster], commit=head)`), so one failing cluster never blocks another. Per cluster, `ClusterStatus.due` decides:
+while it has not moved. When it has, it fetches once, builds the commit's desired state once, and reconciles
+each cluster on its own (`Engine.apply(only=[cluster], desired=...)`), so one failing cluster never blocks
+another. The outcome is the engine's typed `ClusterOutcome` (reason enums, no strings to match). Every poll first
+lets the engine finish the record of a run that was killed and push notes kept locally (`Engine.recover`).
+Per cluster, `ClusterStatus.due` decides:
 
 - newest commit wins: a new head is attempted at once, whatever happened to the one before;
 - a commit that failed for good (`Stalled`: an invalid manifest, a module Zato refused, an unknown host key) is
@@ -45,14 +48,19 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from reconciler.core.plan import ClusterPlan
+from reconciler.core.state import Desired
 from reconciler.daemon.conditions import ClusterStatus, Event, FailureKind, ServerState, StatusStore, iso, short
 from reconciler.daemon.http import Server, parse_listen
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.notify import Notifier
+from reconciler.engine.chain import Engine
+from reconciler.engine.results import ApplyReport, PlanReport, error_outcome
 from reconciler.engine.scheduler import make_scheduler, register_runtime
-from reconciler.errors import Busy, ReconcilerError, Stalled, Transient
+from reconciler.errors import ReconcilerError, Stalled, Transient
 from reconciler.gitrepo.records import Action, Reason, Record
 from reconciler.locks import LockHeld, PidLock
 from reconciler.settings import Settings
@@ -151,94 +159,12 @@ def edit_status(state_dir: Path, edit: Callable[[StatusStore], None]) -> None:
         store.save()
 
 
-# --- the outcome of one apply, as a status transition (pure) ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Outcome:
-    ok: bool
-    kind: FailureKind | None = None
-    reason: str = ""
-    message: str = ""
-    detail: str = ""  # for a success: what changed
-    retry_at: float | None = None  # for "waiting": when the rollout window opens
-
-
-def classify(report: Any, cluster: str) -> Outcome:
-    """An `ApplyReport` for one cluster -> success, or a failure with its kind and a Flux-style reason.
-
-    Stalled (needs a person): a server whose host key is unknown, a module Zato refused to deploy. Transient: a
-    server unreachable, a cluster refused because a server is not running, a confirmation timeout, a failed copy.
-    """
-    unreachable = [(s, e) for c, s, e in report.report.unreachable if c == cluster]
-    if unreachable:
-        msgs = "; ".join(f"{s}: {e.message}" for s, e in unreachable)
-        if any(isinstance(e, Stalled) for _, e in unreachable):
-            first = next(e for _, e in unreachable if isinstance(e, Stalled))
-            return Outcome(False, "stalled", type(first).__name__, msgs)
-        return Outcome(False, "transient", "ServersUnreachable", msgs)
-    refused = report.refused.get(cluster)
-    if refused:
-        return Outcome(False, "transient", "ServersNotReady", "; ".join(refused))
-    results = report.results.get(cluster) or {}
-    outcomes = {(s, m): o for s, r in results.items() for m, o in r.modules.items()}
-    failed = [f"{s}: {m} {o}" for (s, m), o in sorted(outcomes.items()) if o == "failed"]
-    if failed:
-        return Outcome(False, "stalled", "DeployFailed", "Zato refused: " + "; ".join(failed))
-    errors = [f"{s}: {r.error}" for s, r in sorted(results.items()) if r.error]
-    other = [f"{s}: {m} {o}" for (s, m), o in sorted(outcomes.items()) if o != "confirmed"]
-    if errors or other:
-        reason = "ConfirmTimeout" if any(o == "timeout" for o in outcomes.values()) and not errors else "DeployError"
-        return Outcome(False, "transient", reason, "; ".join(errors + other))
-    rollout = (getattr(report, "rollouts", None) or {}).get(cluster)
-    restarts: list[Any] = list(rollout[1]) if rollout else []
-    if rollout is not None:
-        ro = rollout[0]
-        if ro.status == "halted":
-            return Outcome(False, "stalled", "RolloutHalted", f"rolling restart {ro.id} {ro.message}")
-        if ro.status != "finished":
-            return Outcome(False, "transient", "RolloutInterrupted",
-                           f"rolling restart {ro.id} stopped at {ro.done_count} of {len(ro.servers)} servers; "
-                           "it resumes where it stopped")
-    scheduled = (getattr(report, "scheduled", None) or {}).get(cluster)
-    if scheduled is not None:
-        rid, when = scheduled
-        try:
-            at: float | None = datetime.fromisoformat(when).timestamp() + 30
-        except ValueError:
-            at = None
-        return Outcome(False, "waiting", "WaitingForWindow",
-                       f"rolling restart {rid} waits for its window (next: {when})", retry_at=at)
-    if not report.ok:
-        return Outcome(False, "transient", "ApplyFailed", "the apply did not succeed")
-    modules = {m for (_, m) in outcomes}
-    parts = [f"{len(modules)} module{'s' if len(modules) != 1 else ''} hot-deployed"] if modules else []
-    if restarts:
-        n = sum(1 for r in restarts if r.outcome == "ready")
-        parts.append(f"{n} server{'s' if n != 1 else ''} restarted")
-    return Outcome(True, detail=", ".join(parts) or "no server change")
-
-
-def classify_error(e: Exception) -> Outcome:
-    if isinstance(e, Busy):
-        # the engine's per-apply lock is held by a manual `apply`: that passes on its own
-        return Outcome(False, "transient", "StateDirBusy", e.message)
-    if isinstance(e, Stalled):
-        name = type(e).__name__
-        return Outcome(False, "stalled", "Stalled" if name == "Stalled" else name, e.message)
-    if isinstance(e, ReconcilerError):
-        name = type(e).__name__
-        return Outcome(False, "transient", name if name not in ("ReconcilerError", "Transient") else "ApplyError",
-                       e.message)
-    return Outcome(False, "transient", "InternalError", f"{type(e).__name__}: {e}")
-
-
-def drift_items(cluster_plan: Any) -> list[str]:
+def drift_items(cluster_plan: ClusterPlan) -> list[str]:
     """What a non-empty plan against the last applied commit says differs, one line per server and thing."""
     items = [f"{d.server}: {h.module} {'modified' if d.reason == 'changed' else 'missing'}"
-             for h in getattr(cluster_plan, "hot_deploys", ()) for d in h.diffs]
+             for h in cluster_plan.hot_deploys for d in h.diffs]
     words = {"added": "missing", "changed": "modified", "removed": "not in the commit"}
-    for r in getattr(cluster_plan, "restarts", ()):
+    for r in cluster_plan.restarts:
         for c in (*r.changes, *r.shared):
             what = "service-sources.txt block changed" if c.kind == "service-sources" else f"{c.path} {words[c.change]}"
             items.append(f"{r.server}: {what}")
@@ -254,7 +180,7 @@ def drift_items(cluster_plan: Any) -> list[str]:
 class Daemon:
     def __init__(
         self, settings: Settings, *, clock: Callable[[], float] | None = None,
-        engine_factory: Callable[[threading.Event], Any] | None = None,
+        engine_factory: Callable[[threading.Event], Engine] | None = None,
         notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
@@ -262,7 +188,7 @@ class Daemon:
         self.clock = clock or Clock()
         self.stop = threading.Event()
         self._engine_factory = engine_factory or self._make_engine
-        self.engine: Any = None
+        self._engine: Engine | None = None
         self.status = StatusStore(self.state_dir)
         self.metrics = Metrics()
         self.notifier = notifier or Notifier(settings.notify_urls, settings.notify_format,
@@ -273,7 +199,7 @@ class Daemon:
         self.webhook_secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
         self.api_token = secrets.token_urlsafe(32)
         self.lock = DaemonLock(self.state_dir)
-        self.scheduler: Any = None
+        self.scheduler: BackgroundScheduler | None = None
         self.http: Server | None = None
         self._work = threading.Lock()  # one reconcile or drift check at a time
         self._req = threading.Lock()
@@ -285,10 +211,18 @@ class Daemon:
         self._last_poll_done: float | None = None
         self._source_error_logged = ""
 
-    def _make_engine(self, stop: threading.Event) -> Any:
-        from reconciler.engine.chain import Engine
-
+    def _make_engine(self, stop: threading.Event) -> Engine:
         return Engine(self.settings, self._progress, stop=stop)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("the daemon's engine is made when it runs")
+        return self._engine
+
+    @engine.setter
+    def engine(self, engine: Engine) -> None:
+        self._engine = engine
 
     def _progress(self, msg: str) -> None:
         log.log(logging.DEBUG if msg.startswith(_ROUTINE) else logging.INFO, msg)
@@ -314,9 +248,8 @@ class Daemon:
                            "started": started}, f)
             self.status.daemon = {"pid": os.getpid(), "url": self.http.url, "started": started}
             self.scheduler = make_scheduler(self.settings)
-            if hasattr(self.engine, "scheduler"):
-                # rollouts waiting for their window are persisted jobs on this scheduler, run in this process
-                self.engine.scheduler = self.scheduler
+            # rollouts waiting for their window are persisted jobs on this scheduler, run in this process
+            self.engine.scheduler = self.scheduler
             s = self.settings
             self.scheduler.add_job(self.poll, IntervalTrigger(seconds=s.interval, jitter=s.interval * s.jitter),
                                    id="poll", name="poll the branch head", next_run_time=datetime.now(UTC))
@@ -452,6 +385,14 @@ class Daemon:
         engine = self.engine
         src = self.status.source
         try:
+            # first the record of a run that was killed, and notes an earlier push left behind
+            pushed = engine.recover()
+            if pushed is not None and not pushed.pushed:
+                log.warning("deploy notes kept in the state dir, not pushed: %s", pushed.reason,
+                            extra={"event": "notes-not-pushed"})
+        except ReconcilerError as e:
+            log.warning("cannot finish the records of earlier runs: %s", e.message)
+        try:
             remote = engine.source.remote_head()
             if remote is None:
                 raise Stalled(f"the branch {self.branch!r} does not exist in {engine.source.safe_url}")
@@ -499,7 +440,7 @@ class Daemon:
             cs = self.status.cluster(name)
             due, why = cs.due(head, self.clock(), forced=force_all or name in force)
             if due:
-                self._reconcile(name, head, why)
+                self._reconcile(name, head, why, desired)
             else:
                 log.debug("%s: nothing to do (%s)", name, why)
         src.revision = head
@@ -525,13 +466,13 @@ class Daemon:
             for cs in self.status.clusters.values():
                 if cs.suspended:
                     continue
-                events += cs.fail(head, "stalled", type(e).__name__, e.message, now,
+                events += cs.fail(head, "stalled", str(error_outcome(e).reason), e.message, now,
                                   retry_base=self.settings.retry_backoff, retry_max=self.settings.retry_backoff_max)
                 self.metrics.reconciles.labels(cs.name, "deploy", "stalled").inc()
                 self._gauges(cs)
         self._emit(events)
 
-    def _reconcile(self, name: str, head: str, why: str) -> None:
+    def _reconcile(self, name: str, head: str, why: str, desired: Desired) -> None:
         cs = self.status.cluster(name)
         with self.status.lock:
             cs.begin(head, self.clock())
@@ -539,14 +480,14 @@ class Daemon:
         log.info("%s: reconciling revision %s (%s)", name, short(head), why,
                  extra={"cluster": name, "revision": head, "event": "reconciling"})
         started = time.monotonic()
-        report: Any = None
+        report: ApplyReport | None = None
         try:
-            report = self.engine.apply(only=[name], commit=head)
-            outcome = classify(report, name)
+            report = self.engine.apply(only=[name], commit=head, desired=desired)
+            outcome = report.cluster(name)
         except Exception as e:  # every error ends in the status; nothing escapes the loop
             if not isinstance(e, ReconcilerError):
                 log.exception("%s: unexpected error while applying %s", name, short(head))
-            outcome = classify_error(e)
+            outcome = error_outcome(e)
         self.metrics.reconcile_duration.labels(name, "deploy").observe(time.monotonic() - started)
         self._account(name, head, report)
         now = self.clock()
@@ -555,7 +496,7 @@ class Daemon:
                 events = cs.succeed(head, now, outcome.detail)
             else:
                 assert outcome.kind is not None
-                events = cs.fail(head, outcome.kind, outcome.reason, outcome.message, now,
+                events = cs.fail(head, outcome.kind, str(outcome.reason), outcome.message, now,
                                  retry_base=self.settings.retry_backoff, retry_max=self.settings.retry_backoff_max,
                                  retry_at=outcome.retry_at)
             self.metrics.reconciles.labels(name, "deploy", "success" if outcome.ok else str(outcome.kind)).inc()
@@ -573,31 +514,32 @@ class Daemon:
                                               "reason": outcome.reason})
         self._emit(events)
 
-    def _account(self, name: str, commit: str, report: Any) -> None:
+    def _account(self, name: str, commit: str, report: ApplyReport | PlanReport | None) -> None:
         """Servers' states and the deploy and restart counters, from an apply or plan report."""
         if report is None:
             return
-        plan_report = getattr(report, "report", report)
+        applied = report if isinstance(report, ApplyReport) else None
+        plan_report = report.report if isinstance(report, ApplyReport) else report
         now = self.clock()
         states: dict[str, ServerState] = {}
         obs = plan_report.observed.get(name)
         if obs is not None:
-            for s in obs.servers:
-                states[s.name] = ServerState("running" if s.running else "stopped", "", now)
+            for o in obs.servers:
+                states[o.name] = ServerState("running" if o.running else "stopped", "", now)
         for c, s, e in plan_report.unreachable:
             if c == name:
                 states[s] = ServerState("unreachable", e.message, now)
-        results = getattr(report, "results", {}).get(name) or {}
+        results = applied.results.get(name, {}) if applied is not None else {}
         for s, r in results.items():
             worst = "error" if r.error else next((o for o in r.modules.values() if o != "confirmed"), "confirmed")
             if s in states:
                 states[s].last_outcome = worst
             for outcome in r.modules.values():
                 self.metrics.deploys.labels(name, outcome).inc()
-        rollout = (getattr(report, "rollouts", None) or {}).get(name)
-        for r in rollout[1] if rollout else ():
-            if r.outcome != "unchanged":
-                self.metrics.restarts.labels(name, r.outcome).inc()
+        rollout = applied.rollouts.get(name) if applied is not None else None
+        for restart in rollout[1] if rollout else ():
+            if restart.outcome != "unchanged":
+                self.metrics.restarts.labels(name, restart.outcome).inc()
         with self.status.lock:
             cs = self.status.cluster(name)
             for s, st in states.items():
@@ -614,6 +556,7 @@ class Daemon:
         with self._work:
             self._busy_since = self.clock()
             try:
+                desireds: dict[str, Desired] = {}  # built once per revision in this check
                 for name in sorted(self.status.clusters):
                     if self.stop.is_set():
                         return
@@ -624,16 +567,19 @@ class Daemon:
                         # its retry (or the rollout waiting for its window) reconciles it anyway; healing it
                         # back to the last applied commit meanwhile would undo the change under way
                         continue
-                    self._drift_one(name, cs.last_applied_revision)
+                    self._drift_one(name, cs.last_applied_revision, desireds)
             except Exception:
                 log.exception("the drift check failed unexpectedly; the next one runs as planned")
             finally:
                 self._busy_since = None
                 self.status.save()
 
-    def _drift_one(self, name: str, revision: str) -> None:
+    def _drift_one(self, name: str, revision: str, desireds: dict[str, Desired]) -> None:
         try:
-            report = self.engine.plan(only=[name], commit=revision)
+            if revision not in desireds:
+                desireds[revision] = self.engine.desired(revision)
+            desired = desireds[revision]
+            report = self.engine.plan(only=[name], desired=desired)
         except ReconcilerError as e:
             log.warning("%s: drift check against %s failed: %s", name, short(revision), e.message,
                         extra={"cluster": name})
@@ -668,14 +614,14 @@ class Daemon:
             return
         self._record_drift(revision, name, items, "healing")
         started = time.monotonic()
-        result: Any = None
+        result: ApplyReport | None = None
         try:
-            result = self.engine.apply(only=[name], commit=revision)
-            outcome = classify(result, name)
+            result = self.engine.apply(only=[name], commit=revision, desired=desired)
+            outcome = result.cluster(name)
         except Exception as e:
             if not isinstance(e, ReconcilerError):
                 log.exception("%s: unexpected error while healing drift", name)
-            outcome = classify_error(e)
+            outcome = error_outcome(e)
         self.metrics.reconcile_duration.labels(name, "drift").observe(time.monotonic() - started)
         self.metrics.reconciles.labels(name, "drift", "success" if outcome.ok else str(outcome.kind)).inc()
         self._account(name, revision, result)

@@ -15,7 +15,16 @@ from reconciler.apply.rollout import RestartOutcome
 from reconciler.apply.store import Rollout
 from reconciler.core.plan import Plan
 from reconciler.core.state import Desired, ObservedCluster
-from reconciler.errors import Stalled
+from reconciler.errors import (
+    Busy,
+    HostKeyError,
+    ManifestInvalid,
+    ModulesInvalid,
+    ReconcilerError,
+    SourceError,
+    Stalled,
+    Unreachable,
+)
 from reconciler.gitrepo.notes import PushResult
 from reconciler.gitrepo.records import Reason, Record
 from reconciler.observe import ObserveError
@@ -131,3 +140,24 @@ def cluster_outcome(report: ApplyReport, cluster: str) -> ClusterOutcome:
         parts.append(f"{restarted} server{'s' if restarted != 1 else ''} restarted")
     return ClusterOutcome(True, detail=", ".join(parts) or "no server change", deployed=len(modules),
                           restarted=restarted)
+
+
+#: an error that ended an apply -> its reason; the first class the error is an instance of wins
+ERROR_REASONS: tuple[tuple[type[ReconcilerError], Reason], ...] = (
+    (Busy, Reason.STATE_DIR_BUSY),  # a manual `apply` holds the state dir: that passes on its own
+    (ManifestInvalid, Reason.MANIFEST_INVALID),
+    (ModulesInvalid, Reason.MODULES_INVALID),
+    (HostKeyError, Reason.HOST_KEY_UNKNOWN),
+    (Unreachable, Reason.UNREACHABLE),
+    (SourceError, Reason.SOURCE_ERROR),
+    (Stalled, Reason.STALLED),
+    (ReconcilerError, Reason.APPLY_ERROR),
+)
+
+
+def error_outcome(e: Exception) -> ClusterOutcome:
+    """An apply that raised instead of returning a report: Stalled errors need a person, the rest may pass."""
+    if not isinstance(e, ReconcilerError):
+        return ClusterOutcome(False, "transient", Reason.INTERNAL_ERROR, f"{type(e).__name__}: {e}")
+    reason = next(r for cls, r in ERROR_REASONS if isinstance(e, cls))
+    return ClusterOutcome(False, "stalled" if isinstance(e, Stalled) else "transient", reason, e.message)

@@ -41,6 +41,15 @@ class Reason(StrEnum):
     ROLLOUT_HALTED = "RolloutHalted"
     INTERRUPTED = "Interrupted"  # the run was stopped (exception, SIGINT, SIGTERM, SIGKILL) before it knew
     WAITING_FOR_WINDOW = "WaitingForWindow"
+    # an apply that raised before it had a report, by the kind of error
+    STATE_DIR_BUSY = "StateDirBusy"
+    MANIFEST_INVALID = "ManifestInvalid"
+    MODULES_INVALID = "ModulesInvalid"
+    UNREACHABLE = "Unreachable"
+    SOURCE_ERROR = "SourceError"
+    STALLED = "Stalled"
+    APPLY_ERROR = "ApplyError"
+    INTERNAL_ERROR = "InternalError"
 
 
 #: outcomes that mean the thing went as it should (or had nothing to do)
