@@ -22,10 +22,12 @@ failed. A non-empty plan is drift; with `drift: heal` (the default) it is applie
 `drift: report` it is only reported. Both jobs take one lock, so a drift heal never runs beside a deploy.
 
 Everything runs on the process's one APScheduler (`scheduler.make_scheduler`); webhooks and `zato-gitops
-reconcile` add a one-off job "now". SIGTERM sets the engine's `stop` event, which long work checks between server
-steps (a rolling restart finishes the server it is on; no new cluster is started), waits for the running job,
-writes the status and exits 0. One daemon per state dir: `<state_dir>/daemon.lock` (an flock, released by the
-kernel if the process dies), beside the engine's per-apply `<state_dir>/lock`.
+reconcile` add a one-off job "now". Rolling restarts waiting for their `rollout.window` are rows in the rollout
+store, not jobs: each poll runs those whose window has started (`Engine.due_rollouts`). SIGTERM sets the
+engine's `stop` event, which long work checks between server steps (a rolling restart finishes the server it
+is on; no new cluster is started), waits for the running job, writes the status and exits 0. One daemon per
+state dir: `<state_dir>/daemon.lock` (an flock, released by the kernel if the process dies), beside the
+engine's per-apply `<state_dir>/lock`.
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.notify import Notifier
 from reconciler.engine.chain import Engine
 from reconciler.engine.results import ApplyReport, PlanReport, error_outcome
-from reconciler.engine.scheduler import make_scheduler, register_runtime
-from reconciler.errors import ReconcilerError, Stalled, Transient
+from reconciler.engine.scheduler import make_scheduler
+from reconciler.errors import Busy, ReconcilerError, Stalled, Transient
 from reconciler.gitrepo.records import Action, Reason, Record
 from reconciler.locks import LockHeld, PidLock
 from reconciler.settings import Settings
@@ -237,8 +239,6 @@ class Daemon:
             for cs in self.status.clusters.values():
                 self._gauges(cs)
             self.engine = self._engine_factory(self.stop)
-            register_runtime("daemon", self)
-            register_runtime("engine", self.engine)
             self.http = Server(parse_listen(self.settings.listen), self)
             self.http.start()
             started = iso(self.clock()) or ""
@@ -248,8 +248,6 @@ class Daemon:
                            "started": started}, f)
             self.status.daemon = {"pid": os.getpid(), "url": self.http.url, "started": started}
             self.scheduler = make_scheduler(self.settings)
-            # rollouts waiting for their window are persisted jobs on this scheduler, run in this process
-            self.engine.scheduler = self.scheduler
             s = self.settings
             self.scheduler.add_job(self.poll, IntervalTrigger(seconds=s.interval, jitter=s.interval * s.jitter),
                                    id="poll", name="poll the branch head", next_run_time=datetime.now(UTC))
@@ -373,6 +371,27 @@ class Daemon:
                 self.status.save()
                 self._schedule_retry()
 
+    def _run_due_rollouts(self) -> None:
+        """Rolling restarts waiting in the rollout store for a window that has now started; a busy state dir
+        (a manual apply) or a failure is tried again at the next poll."""
+        try:
+            due = self.engine.due_rollouts()
+        except ReconcilerError as e:
+            log.warning("cannot read the pending rollouts: %s", e.message)
+            return
+        for r in due:
+            if self.stop.is_set():
+                return
+            log.info("%s: rollout %s: its window '%s' opened", r.cluster, r.id, r.window,
+                     extra={"cluster": r.cluster, "event": "window-opened"})
+            try:
+                final, _ = self.engine.resume_rollout(r.id)
+                log.info("%s: rollout %s %s", r.cluster, r.id, final.status, extra={"cluster": r.cluster})
+            except Busy:
+                log.info("%s: rollout %s: the state dir is busy, trying at the next poll", r.cluster, r.id)
+            except ReconcilerError as e:
+                log.warning("%s: rollout %s failed: %s", r.cluster, r.id, e.message, extra={"cluster": r.cluster})
+
     def _source_failed(self, e: ReconcilerError, kind: FailureKind) -> None:
         src = self.status.source
         src.error, src.error_kind = e.message, kind
@@ -392,6 +411,7 @@ class Daemon:
                             extra={"event": "notes-not-pushed"})
         except ReconcilerError as e:
             log.warning("cannot finish the records of earlier runs: %s", e.message)
+        self._run_due_rollouts()
         try:
             remote = engine.source.remote_head()
             if remote is None:

@@ -8,7 +8,6 @@ neither knows how a step is done.
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import socket
 import threading
@@ -16,12 +15,8 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-
-from apscheduler.jobstores.base import JobLookupError
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.date import DateTrigger
 
 from reconciler.apply.hotdeploy import ServerResult, await_confirmations, hot_deploy
 from reconciler.apply.rollout import RestartOutcome, RolloutRunner
@@ -38,7 +33,7 @@ from reconciler.engine.journal import (
     rollout_records,
 )
 from reconciler.engine.results import ApplyReport, PlanReport
-from reconciler.engine.scheduler import PERSISTENT, cron_trigger, make_scheduler, runtime
+from reconciler.engine.scheduler import next_window, window_due, window_open
 from reconciler.errors import Busy, ReconcilerError, Stalled
 from reconciler.gitrepo.notes import Audit, PushResult, format_at
 from reconciler.gitrepo.records import INTERRUPTED, Action, Reason, Record
@@ -96,8 +91,6 @@ class Engine:
         self._journal: Journal | None = None
         #: `apply --timeout`: an operator's word wins over the manifest's confirm_timeout
         self.confirm_timeout_override: float | None = None
-        #: the daemon's running scheduler; None in a one-shot command (a temporary one persists window jobs)
-        self.scheduler: BackgroundScheduler | None = None
         self.by = f"{getpass.getuser()}@{socket.gethostname()}"
 
     @contextmanager
@@ -240,7 +233,6 @@ class Engine:
             return
         for old in self.store.all(OPEN, cluster=name):
             self.store.set_status(old.id, "superseded", f"superseded by commit {commit[:12]}")
-            self._unschedule(old.id)
         servers_in_order = [s.name for s in spec.servers]
         window = spec.rollout.window
         if window and window_open(window, datetime.now(UTC)):
@@ -248,7 +240,8 @@ class Engine:
             window = None
         if window:
             rollout = self.store.create(name, commit, servers_in_order, status="pending", window=window)
-            when = self._schedule(rollout.id, window)
+            start = next_window(window, datetime.now(UTC))
+            when = start.isoformat() if start else "never"
             result.scheduled[name] = (rollout.id, when)
             self.progress(f"{name}: rolling restart {rollout.id} waits for its window '{window}' (next: {when})")
             run.add([run.record(Action.ROLLOUT_SCHEDULED, "pending", cluster=name, rollout=rollout.id,
@@ -411,7 +404,6 @@ class Engine:
             rollout = self.store.find(rid)
             if rollout.status not in OPEN:
                 raise Stalled(f"rollout {rollout.id} is {rollout.status}; only pending, running or halted ones resume")
-            self._unschedule(rollout.id)
             self.source.fetch()
             with self.connections() as conns:
                 self._recover(conns)
@@ -427,37 +419,12 @@ class Engine:
             if rollout.status not in OPEN:
                 raise Stalled(f"rollout {rollout.id} is already {rollout.status}")
             self.store.set_status(rollout.id, "cancelled", "cancelled by a person")
-            self._unschedule(rollout.id)
             return self.store.get(rollout.id)
 
-    def _schedule(self, rid: str, window: str) -> str:
-        """Persist a job that runs the rollout at the window's next start; returns that time (UTC, ISO)."""
-        sched = self.scheduler or make_scheduler(self.settings)
-        temporary = self.scheduler is None
-        if temporary:
-            sched.start(paused=True)
-        try:
-            job = sched.add_job(
-                "reconciler.engine.chain:run_scheduled_rollout", cron_trigger(window),
-                args=[rid], id=f"rollout-{rid}", jobstore=PERSISTENT, replace_existing=True,
-            )
-            when = job.next_run_time
-            return when.isoformat() if when else "never"
-        finally:
-            if temporary:
-                sched.shutdown(wait=False)
-
-    def _unschedule(self, rid: str) -> None:
-        sched = self.scheduler or make_scheduler(self.settings)
-        temporary = self.scheduler is None
-        if temporary:
-            sched.start(paused=True)
-        try:
-            with contextlib.suppress(JobLookupError):
-                sched.remove_job(f"rollout-{rid}", jobstore=PERSISTENT)
-        finally:
-            if temporary:
-                sched.shutdown(wait=False)
+    def due_rollouts(self, now: datetime | None = None) -> list[Rollout]:
+        """Pending rollouts whose window has started since they were created (the daemon runs them)."""
+        now = now or datetime.now(UTC)
+        return [r for r in self.store.all(("pending",)) if r.window and window_due(r.window, _parse(r.created), now)]
 
     # --- records -------------------------------------------------------------------------------------------
     def _hot_records(
@@ -515,31 +482,5 @@ class _Run:
         self.records += records
 
 
-def window_open(window: str, now: datetime) -> bool:
-    """Whether `now` falls in a minute the window's cron expression matches (UTC)."""
-    minute = now.astimezone(UTC).replace(second=0, microsecond=0)
-    nxt = cron_trigger(window).get_next_fire_time(None, minute)
-    return nxt is not None and nxt == minute
-
-
-#: how long a windowed rollout that found the state dir busy waits before trying again
-BUSY_RETRY = 15.0
-
-
-def run_scheduled_rollout(rid: str) -> None:
-    """The persisted job of a rollout waiting for its window (APScheduler calls it by this import path)."""
-    engine: Engine = runtime("engine")
-    try:
-        rollout, _ = engine.resume_rollout(rid)
-        engine.progress(f"scheduled rollout {rid}: {rollout.status}")
-    except Busy:
-        # a deploy holds the state dir right when the window opened: try again shortly rather than tomorrow
-        if engine.scheduler is not None:
-            engine.scheduler.add_job(
-                "reconciler.engine.chain:run_scheduled_rollout",
-                DateTrigger(datetime.now(UTC) + timedelta(seconds=BUSY_RETRY)),
-                args=[rid], id=f"rollout-{rid}-retry", jobstore=PERSISTENT, replace_existing=True,
-            )
-        engine.progress(f"scheduled rollout {rid}: the state dir is busy, trying again in {BUSY_RETRY:.0f} s")
-    except Exception as e:  # a job must never kill the scheduler's thread; the store keeps the status
-        engine.progress(f"scheduled rollout {rid} failed: {e}")
+def _parse(ts: str) -> datetime:
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)

@@ -347,6 +347,9 @@ class FakeEngine:
     def recover(self) -> None:
         self.recovered += 1
 
+    def due_rollouts(self) -> list[Any]:
+        return []
+
     def apply(self, only: list[str], commit: str, desired: Any = None) -> Any:
         [cluster] = only
         self.applied.append((cluster, commit))
