@@ -16,6 +16,8 @@ from rich.text import Text
 from reconciler.apply.store import Rollout
 from reconciler.core.plan import ClusterPlan
 from reconciler.engine.results import ApplyReport, PlanReport
+from reconciler.gitrepo.notes import HistoryEntry
+from reconciler.gitrepo.records import GOOD_OUTCOMES
 
 
 def short(sha: str | None, n: int = 8) -> str:
@@ -54,8 +56,8 @@ def print_plan(console: Console, report: PlanReport) -> None:
 
 
 #: outcomes of a record that mean it went well, or that it is waiting (not a failure)
-GOOD = {"confirmed", "ok", "ready", "unchanged", "healed"}
-NEUTRAL = {"pending", "reported", "healing"}
+GOOD = GOOD_OUTCOMES
+NEUTRAL = {"pending", "reported", "healing", "interrupted"}
 
 _MARK = {"added": "+", "changed": "~", "removed": "-"}
 
@@ -170,26 +172,26 @@ def print_apply(console: Console, result: ApplyReport) -> None:
         console.print(Text(f"note kept in the state dir, not pushed: {result.note.reason}", style="yellow"))
 
 
-def print_history(console: Console, entries: Sequence[Any]) -> None:
+def print_history(console: Console, entries: Sequence[HistoryEntry]) -> None:
     """One row per run, cluster, action and module, with each server's outcome."""
     rows: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for e in entries:
-        r = e.record
-        module = str(r.get("module") or (f"rollout {r['rollout']}" if r.get("rollout") else "-"))
-        key = (str(r.get("run", "")), str(r.get("cluster", "-")), str(r.get("action", "")), module)
-        row = rows.setdefault(key, {"at": str(r.get("at", "")), "commit": e.commit, "summary": e.summary,
+        r = e.typed
+        module = r.module or (f"rollout {r.rollout}" if r.rollout else "-")
+        key = (r.run, r.cluster or "-", str(r.extra.get("action", r.action)), module)
+        row = rows.setdefault(key, {"at": r.at, "commit": e.commit, "summary": e.summary,
                                     "servers": [], "outcomes": set()})
-        outcome = str(r.get("outcome", ""))
-        row["outcomes"].add(outcome)
-        if r.get("server"):
-            row["servers"].append(f"{r['server']} {outcome}" if outcome not in GOOD else r["server"])
+        row["outcomes"].add(r.outcome)
+        if r.server:
+            row["servers"].append(f"{r.server} {r.outcome}" if not r.ok else r.server)
     table = Table(title="Deploy history, newest first (git notes refs/notes/zato-gitops)", title_justify="left",
                   box=None, padding=(0, 2), pad_edge=False)
     for col in ("when (UTC)", "commit", "cluster", "action", "module", "outcome", "servers"):
         table.add_column(col, no_wrap=col not in ("servers", "commit"))
     for (_, cluster, action, module), row in rows.items():
         outcomes = row["outcomes"]
-        outcome = "ok" if outcomes <= GOOD else next(iter(outcomes)) if len(outcomes) == 1 else "failed"
+        bad = outcomes - GOOD
+        outcome = "ok" if not bad else next(iter(bad)) if len(bad) == 1 else "failed"
         table.add_row(
             row["at"][:19].replace("T", " "),
             f"{row['commit'][:8]} {row['summary'][:30]}",

@@ -114,6 +114,7 @@ def test_ctrl_c_while_waiting_for_confirmations_records_interrupted(world: World
     assert all(x["reason"] == "Interrupted" for x in records) and any(x["dropped"] for x in records)
     r = world.cli("history", "--json")
     assert {x["outcome"] for x in json.loads(r.stdout)} == {"interrupted"}
+    assert "interrupted" in world.cli("history").stdout
     # the files were copied, so the servers deploy them after all; the next apply finds them in place
     deadline = time.monotonic() + 60
     while not all({f"acme.m{i}" for i in range(4)} <= set(s.services()) for s in world.servers):
