@@ -147,3 +147,35 @@ def test_a_record_round_trips_through_its_note_line() -> None:
     assert Record.from_dict(rec.to_dict()) == rec
     old = Record.from_dict({"at": "x", "action": "made-up", "outcome": "ok", "note": "hand-written"})
     assert old.to_dict()["action"] == "made-up" and old.to_dict()["note"] == "hand-written"
+
+
+def test_recover_pushes_notes_an_earlier_push_left_behind(bed: GitBed, engine: Engine) -> None:
+    commit = bed.commit({"README": "x"}, "first")
+    engine.fetch()
+    hook = bed.origin / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho read-only >&2\nexit 1\n")
+    hook.chmod(0o755)
+    base = Record(at="", run="r1", by="me", commit=commit, action=Action.HOT_DEPLOY, outcome="confirmed")
+    assert not engine.audit.record(commit, [base.but(server="s1")]).pushed
+    assert engine.audit.pending()
+    hook.unlink()
+    result = engine.recover()  # what the daemon's poll calls
+    assert result is not None and result.pushed and not engine.audit.pending()
+    assert engine.recover() is None  # nothing left to do
+
+
+def test_history_shows_what_did_not_go_well_in_a_run() -> None:
+    from rich.console import Console
+
+    from reconciler.cli.render import print_history
+    from reconciler.gitrepo.notes import HistoryEntry
+
+    def entry(server: str, outcome: str) -> HistoryEntry:
+        return HistoryEntry("a" * 40, "release", {"at": "2024-05-01T12:00:00.000000Z", "run": "r1", "by": "me",
+                                                  "cluster": "prod", "server": server, "action": "hot-deploy",
+                                                  "module": "services/crm.py", "outcome": outcome})
+
+    console = Console(record=True, width=200)
+    print_history(console, [entry("s1", "confirmed"), entry("s2", "interrupted")])
+    text = console.export_text()
+    assert "interrupted" in text and "s2 interrupted" in text and "failed" not in text
