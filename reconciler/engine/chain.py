@@ -148,9 +148,11 @@ class Engine:
         (`_run`'s finaliser): an exception, SIGINT or SIGTERM records what was done so far as `interrupted`."""
         with self.locked():
             commit = desired.commit if desired is not None else commit or self.fetch()
+            #: each commit's desired state, built once for this run (and the killed runs it finishes first)
+            desireds = {desired.commit: desired} if desired is not None else {}
             with self.connections() as conns:
-                self._recover(conns)
-                with self._run(commit, conns, desired) as run:
+                self._recover(conns, desireds)
+                with self._run(commit, conns, desireds) as run:
                     result = self._apply(run, only, conns)
             result.note = run.note
             return result
@@ -260,11 +262,9 @@ class Engine:
         return self._journal
 
     @contextmanager
-    def _run(self, commit: str, conns: Connections, desired: Desired | None = None) -> Iterator[_Run]:
+    def _run(self, commit: str, conns: Connections, desireds: dict[str, Desired] | None = None) -> Iterator[_Run]:
         """One run, journalled; its finaliser always records (rule 14), whatever ends the block."""
-        run = _Run(uuid.uuid4().hex[:12], commit, self)
-        if desired is not None:
-            run.desireds[desired.commit] = desired
+        run = _Run(uuid.uuid4().hex[:12], commit, self, desireds if desireds is not None else {})
         self.journal.open(run.id, commit, self.by)
         try:
             yield run
@@ -274,11 +274,11 @@ class Engine:
         finally:
             run.note = self._finish(run.id, conns, wait=False, desireds=run.desireds)
 
-    def _recover(self, conns: Connections) -> None:
+    def _recover(self, conns: Connections, desireds: dict[str, Desired] | None = None) -> None:
         """Finish the records of runs that were killed (their journals are still open), before anything else."""
         for rid in self.journal.unfinished():
             self.progress(f"run {rid} was killed before it recorded what it did; finishing its record")
-            self._finish(rid, conns, wait=True)
+            self._finish(rid, conns, wait=True, desireds=desireds)
 
     def recover(self) -> PushResult | None:
         """What the daemon calls on every poll: finish the records of killed runs and push notes that are kept
@@ -405,9 +405,10 @@ class Engine:
             if rollout.status not in OPEN:
                 raise Stalled(f"rollout {rollout.id} is {rollout.status}; only pending, running or halted ones resume")
             self.source.fetch()
+            desireds: dict[str, Desired] = {}
             with self.connections() as conns:
-                self._recover(conns)
-                with self._run(rollout.commit, conns) as run:
+                self._recover(conns, desireds)
+                with self._run(rollout.commit, conns, desireds) as run:
                     result = ApplyReport(PlanReport(rollout.commit, run.desired(rollout.commit), {}, Plan("", ()), []))
                     self._run_rollout(run, rollout.id, conns, result)
             final, outcomes = result.rollouts[rollout.cluster]

@@ -326,6 +326,8 @@ class FakeEngine:
         self.records: list[Record] = []
         self.fetches = 0
         self.recovered = 0
+        self.desired_built: list[str] = []
+        self.given_desired: list[bool] = []
         self.by = "test"
         self.source = SimpleNamespace(remote_head=lambda: self.head, safe_url="file:///origin")
         self.audit = SimpleNamespace(record=lambda commit, recs: self.records.extend(recs),
@@ -336,6 +338,7 @@ class FakeEngine:
         return self.head
 
     def desired(self, commit: str) -> Any:
+        self.desired_built.append(commit)
         out = self.outcomes.get(commit)
         if isinstance(out, ModulesInvalid):
             raise out
@@ -352,6 +355,7 @@ class FakeEngine:
 
     def apply(self, only: list[str], commit: str, desired: Any = None) -> Any:
         [cluster] = only
+        self.given_desired.append(desired is not None)
         self.applied.append((cluster, commit))
         out = self.outcomes.get((cluster, commit), self.outcomes.get(commit))
         if isinstance(out, Exception):
@@ -390,6 +394,7 @@ def test_poll_applies_a_new_head_once_and_not_again(tmp_path: Path) -> None:
     d, _clock, events = make_daemon(tmp_path, eng)
     d.poll()
     assert eng.recovered == 1  # every poll first finishes killed runs' records and pushes notes kept locally
+    assert eng.desired_built == [A] and eng.given_desired == [True, True]  # built once, passed to both applies
     assert eng.applied == [("prod", A), ("test", A)]
     assert [e.kind for e in events] == ["deployed", "deployed"]
     d.poll()
