@@ -25,7 +25,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, Text, create_engine, insert, select, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import Engine as SAEngine
 
 from reconciler.apply.store import Rollout, RolloutStore, store_url
@@ -170,8 +183,10 @@ class Journal:
         self._add(run_id, "records", {"op": op, "records": [r.to_dict() for r in records]})
 
     def close(self, run_id: str) -> None:
+        """The run's note is written: its entries have served (the note is the record), the run row stays."""
         with self._tx() as c:
             c.execute(update(runs_t).where(runs_t.c.run_id == run_id).values(state="closed", updated=_now()))
+            c.execute(delete(entries_t).where(entries_t.c.run_id == run_id))
 
     # --- reading ---------------------------------------------------------------------------------------------
     def read(self, run_id: str) -> RunJournal:
