@@ -50,8 +50,25 @@ class Settings(BaseModel):
     webhook_secret: SecretStr | None = None
     notify_urls: list[str] = Field(default_factory=list)
     notify_format: Literal["json", "slack"] = "json"
-    job_store: str | None = Field(None, description="SQLAlchemy URL of the job store (default: SQLite in state dir).")
+    job_store: str | None = Field(None, description="Older name of state_db; state_db wins when both are given.")
+    state_db: str | None = Field(
+        None, description="SQLAlchemy URL of the state two reconcilers share (rollouts, status, jobs), e.g. "
+        "postgresql+psycopg://zg@db/zato_gitops; default: SQLite in the state dir, a single node.")
+    failover_timeout: float = Field(
+        15.0, gt=0, description="Seconds within which a standby takes over after the leader's database session ends.")
     log_format: Literal["text", "json"] = "text"
+
+    def state_db_url(self) -> str:
+        """Where the shared state lives: `state_db`, else `job_store`, else SQLite in the state dir."""
+        url = self.state_db or self.job_store
+        if url:
+            return url
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{Path(self.state_dir).resolve() / 'jobs.sqlite'}"
+
+    def shared_state(self) -> bool:
+        """Whether the state is in a server database two reconcilers can share (anything but SQLite)."""
+        return not self.state_db_url().startswith("sqlite")
 
     def git_ssh_command(self) -> str:
         """GIT_SSH_COMMAND for ssh:// repositories: the same key and strict known_hosts as the servers."""

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run the whole test suite on a fresh Debian/Ubuntu machine with Python >= 3.11.
 # Installs what the tests need when it is missing (OpenSSH server for the end-to-end tests, HAProxy for the drain
-# test, git), makes a virtualenv in .venv, installs the project with its test extras, then runs ruff, mypy --strict
-# and pytest. Extra arguments go to pytest (e.g. `bash tests/run.sh -k hot_deploy`).
+# test, PostgreSQL for the two-node tests, git), makes a virtualenv in .venv, installs the project with its test
+# extras, then runs ruff, mypy --strict and pytest. Extra arguments go to pytest (e.g. `bash tests/run.sh -k hot_deploy`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,8 @@ command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 # the Zato stand-in runs as an unprivileged test user with the system's python3
 [ -x /usr/bin/python3 ] || missing+=(python3)
 command -v runuser >/dev/null || missing+=(util-linux)
+# the high-availability tests start a private PostgreSQL server (tests/e2e/pgbed.py); no system cluster is used
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo

@@ -4,14 +4,22 @@ Why this order (docs/zato-facts.md section 2): Zato 3.2 watches the pickup dir f
 renamed into it is never deployed, and a half-written file would be deployed half. So the bytes first go to a
 staging folder outside the pickup dir (`<work_dir>/zato-gitops/staging`), their sha256 is checked on the server,
 and only then one local `cp` writes and closes the final name in the pickup dir. Every module of the server is
-verified before any is copied, so a bad upload installs nothing. Confirmation follows each server's log from the
+verified before any is copied, so a bad upload installs nothing. All of a server's modules travel as one tar
+over one channel's stdin, so a deploy of thousands of modules meets no argument-length limit and costs one round
+trip. Before anything is written the server's free space is checked (staging, pickup and deployed copies, summed
+per filesystem); a copy that still fails, or does not match in place, is removed at once, and the staging run
+dir is removed on every exit. Confirmation follows each server's log from the
 offset taken when it was observed, until every server named by the plan confirmed or refused each module, or the
 timeout ends.
 """
 
 from __future__ import annotations
 
+import io
 import posixpath
+import re
+import tarfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,32 +28,79 @@ from typing import Literal
 
 from reconciler.apply.logtail import read_log
 from reconciler.core.plan import ClusterPlan
-from reconciler.core.state import DesiredCluster, LogMark, ObservedCluster
-from reconciler.errors import ReconcilerError
+from reconciler.core.state import DesiredCluster, LogMark, ObservedCluster, ServerPaths
+from reconciler.errors import ReconcilerError, Stalled
 from reconciler.transport import Transport, script_argv
 from reconciler.zato.logscan import ConfirmScanner
 
 STAGING = "zato-gitops/staging"
 
+#: what a file costs on disk at least: its size rounded up to this (ext4 and tmpfs blocks, pages)
+BLOCK = 4096
+
+# One round trip per server, the modules arriving as ONE tar on stdin (no argument or SFTP-per-file limits):
+#   1. check that the staging, pickup and deployed filesystems have room for this deploy (each copy counted
+#      once per filesystem it lands on, by device, so bind mounts of one filesystem add up), and refuse before
+#      anything is written when one has not;
+#   2. unpack into a fresh run dir under staging (outside the pickup dir), verify every sha256 as a whole;
+#   3. one local `cp` per final name (xargs: no argument limits), so each name is written and closed once;
+#   4. verify every copy in place; a copy that does not match (a failed or truncated write) is removed at once.
+# The run dir goes on every exit, success or failure. Module names were checked by desired.py
+# ([A-Za-z_][A-Za-z0-9_]*.py), so they never hold a space or a newline.
 INSTALL_SCRIPT = r"""
-stage=$1; pickup=$2; shift 2
-verify() {
-  while [ $# -gt 0 ]; do
-    got=$(sha256sum -- "$stage/$1" 2>/dev/null) || { echo "@@bad $3 missing"; return 1; }
-    [ "${got%% *}" = "$2" ] || { echo "@@bad $3 ${got%% *}"; return 1; }
-    shift 3
-  done
-}
-install() {
-  while [ $# -gt 0 ]; do
-    cp -- "$stage/$1" "$pickup/$3" || { echo "@@failed $3"; return 1; }
-    rm -f -- "$stage/$1"; echo "@@copied $3"; shift 3
-  done
-}
+stage=$1; pickup=$2; deployed=$3; need=$4
 [ -d "$pickup" ] || { echo "@@nopickup"; exit 5; }
-verify "$@" || exit 3
-install "$@" || exit 4
+mkdir -p -- "$stage" 2>/dev/null || { echo "@@nostage cannot create $stage"; exit 7; }
+find "$stage" -mindepth 1 -maxdepth 1 -name 'run.*' -mmin +60 -exec rm -rf -- {} + 2>/dev/null
+set -- "$stage" "$pickup"
+[ "$deployed" = "$pickup" ] || [ ! -d "$deployed" ] || set -- "$@" "$deployed"
+short=$(for d in "$@"; do
+  printf '%s %s %s\n' "$(stat -c %d -- "$d")" "$(df -Pk -- "$d" | awk 'NR == 2 { print $4 }')" "$d"
+done | awk -v need="$need" '
+  { m = $1; want[m] += need
+    if (!(m in free)) { free[m] = $2 * 1024; dir[m] = substr($0, length($1) + length($2) + 3); order[++n] = m } }
+  END { for (i = 1; i <= n; i++) { m = order[i]
+          if (want[m] > free[m]) { printf "%.0f %.0f %s\n", free[m], want[m], dir[m]; exit } } }')
+[ -z "$short" ] || { echo "@@space $short"; exit 6; }
+run=$(mktemp -d "$stage/run.XXXXXX") || { echo "@@nostage cannot create a run dir in $stage"; exit 7; }
+trap 'rm -rf -- "$run"' EXIT
+tar -x -f - -C "$run" 2>"$run/err" || { echo "@@nostage $(head -c 300 "$run/err")"; exit 7; }
+cd "$run/files" || exit 7
+bad=$(sha256sum -c --quiet ../sums 2>/dev/null | sed -n 's/: FAILED.*$//p')
+[ -z "$bad" ] || { echo "@@bad" $bad; exit 3; }
+awk '{ print $2 }' ../sums | xargs cp -t "$pickup" -- 2>"$run/err"; copied=$?
+cd "$pickup" || exit 4
+bad=$(sha256sum -c --quiet "$run/sums" 2>/dev/null | sed -n 's/: FAILED.*$//p')
+for b in $bad; do rm -f -- "$pickup/$b"; done
+if [ -n "$bad" ] || [ "$copied" != 0 ]; then echo "@@failed" $bad "$(head -c 300 "$run/err")"; exit 4; fi
+echo "@@copied"
 """
+
+
+def on_disk(size: int) -> int:
+    return -(-max(size, 1) // BLOCK) * BLOCK
+
+
+def install_tar(items: Sequence[tuple[str, str, bytes]]) -> bytes:
+    """One tar of `files/<name>` for every (name, sha256, data) item, and `sums` in `sha256sum -c` format."""
+    buf = io.BytesIO()
+    now = time.time()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, now
+            tar.addfile(info, io.BytesIO(data))
+
+        add("sums", "".join(f"{sha}  {name}\n" for name, sha, _ in items).encode())
+        for name, _, data in items:
+            add(f"files/{name}", data)
+    return buf.getvalue()
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1_000_000:.1f} MB"
+
 
 Outcome = Literal["confirmed", "failed", "timeout", "not-sent", "error"]
 
@@ -70,24 +125,34 @@ class ServerResult:
 Progress = Callable[[str], None]
 
 
-def _install(transport: Transport, work_dir: str, pickup_dir: str, items: Sequence[tuple[str, str, bytes]]) -> None:
-    """Stage, verify and copy (name, sha256, data) items into one server's pickup dir."""
-    stage = posixpath.join(work_dir, STAGING)
-    mk = transport.run(["mkdir", "-p", "--", stage])
-    if not mk.ok:
-        raise ReconcilerError(f"{transport.label}: cannot create {stage}: {mk.err_text()}")
-    args: list[str] = []
-    for name, sha, data in items:
-        staged = f"{sha[:16]}-{name}.part"
-        transport.put(posixpath.join(stage, staged), data)
-        args += [staged, sha, name]
-    res = transport.run(script_argv(INSTALL_SCRIPT, stage, pickup_dir, *args))
-    if not res.ok:
-        detail = " ".join(line for line in res.text().splitlines() if line.startswith("@@")) or res.err_text()
-        what = {3: "an uploaded file did not match its sha256", 5: f"pickup dir {pickup_dir} is missing"}.get(
-            res.exit_code, "copying into the pickup dir failed"
+def _install(
+    transport: Transport, paths: ServerPaths, items: Sequence[tuple[str, str, bytes]], tar: bytes | None = None
+) -> None:
+    """Stage, verify and copy (name, sha256, data) items into one server's pickup dir, in one round trip."""
+    stage = posixpath.join(paths.work_dir, STAGING)
+    need = sum(on_disk(len(data)) for _, _, data in items)
+    body = tar if tar is not None else install_tar(items)
+    res = transport.run(
+        script_argv(INSTALL_SCRIPT, stage, paths.pickup_dir, paths.deployed_dir, str(need)), stdin=body,
+        timeout=max(60.0, len(body) / 1_000_000),
+    )
+    if res.ok:
+        return
+    detail = " ".join(line for line in res.text().splitlines() if line.startswith("@@")) or res.err_text()
+    short = re.match(r"@@space (\d+) (\d+) (.+)", detail) if res.exit_code == 6 else None
+    if short:
+        free, want, mount = int(short[1]), int(short[2]), short[3]
+        raise Stalled(
+            f"{transport.label}: {_mb(free)} free on {mount}; this deploy needs {_mb(want)} "
+            f"(staging, pickup dir and deployed copies of {len(items)} module{'s' if len(items) != 1 else ''})",
+            hint=f"free space on {mount} (old logs, backups), or give the server more disk; nothing was copied",
         )
-        raise ReconcilerError(f"{transport.label}: {what} ({detail.strip()})")
+    what = {
+        3: "an uploaded file did not match its sha256",
+        5: f"pickup dir {paths.pickup_dir} is missing",
+        7: f"staging in {stage} failed",
+    }.get(res.exit_code, "copying into the pickup dir failed; what was not copied whole was removed")
+    raise ReconcilerError(f"{transport.label}: {what} ({detail.strip()})")
 
 
 def hot_deploy(
@@ -120,16 +185,27 @@ def hot_deploy(
     for s in confirms:
         results[s] = ServerResult(s, started=now)
 
+    tars: dict[tuple[str, ...], bytes] = {}
+    tar_lock = threading.Lock()
+
+    def tar_of(names: tuple[str, ...]) -> tuple[list[tuple[str, str, bytes]], bytes]:
+        """Servers that receive the same modules share one tar (4.1: usually every server)."""
+        items = [(m, desired.modules[m].sha256, desired.modules[m].data) for m in names]
+        with tar_lock:
+            if names not in tars:
+                tars[names] = install_tar(items)
+            return items, tars[names]
+
     def install_on(server: str) -> None:
         obs = observed.server(server)
-        items = [(m, desired.modules[m].sha256, desired.modules[m].data) for m in drops[server]]
         try:
-            _install(transports[server], obs.paths.work_dir, obs.paths.pickup_dir, items)
+            items, tar = tar_of(tuple(drops[server]))
+            _install(transports[server], obs.paths, items, tar)
             results[server].dropped = list(drops[server])
             on_copied(server)
             progress(f"{desired.name}/{server}: copied {', '.join(drops[server])} into {obs.paths.pickup_dir}")
         except ReconcilerError as e:
-            results[server].error = e.message
+            results[server].error = e.render()  # with its hint: what to do about a full disk
 
     workers = max(1, min(parallelism, len(drops) or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -204,4 +280,3 @@ def await_confirmations(
         for m in sc.pending:
             r.modules[m] = "error" if r.error else "timeout"
             r.lines[m] = sc.lines[-10:]
-

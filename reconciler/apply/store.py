@@ -2,8 +2,9 @@
 
 A reconciler killed mid-rollout must resume at the server where it stopped, never restart a finished server
 again and never have two servers down at once (practice 10, after kustomize-controller's inventory). So every
-step of every server is written here before and after it happens. SQLAlchemy Core on SQLite in the state dir by
-default; the same database URL as the APScheduler job store when `job_store` points at a shared database.
+step of every server is written here before and after it happens. SQLAlchemy Core on the state database
+(`state_db`: SQLite in the state dir by default, PostgreSQL shared by a leader and its standby), whose schema the
+migrations in `db/migrations/` keep; the APScheduler job store sits on the same database.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from sqlalchemy import (
     Column,
     Connection,
     Integer,
-    MetaData,
     String,
     Table,
     Text,
@@ -31,6 +31,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine as SAEngine
 
+from reconciler.db.migrate import migrate
+from reconciler.db.schema import metadata
 from reconciler.settings import Settings
 
 Status = Literal["pending", "running", "interrupted", "halted", "finished", "cancelled", "superseded"]
@@ -40,7 +42,6 @@ OPEN: tuple[Status, ...] = ("pending", "running", "interrupted", "halted")
 #: the steps of one server, in order; "done" and "rolled-back" are final
 Step = Literal["pending", "writing", "stopping", "starting", "waiting", "verifying", "done", "failed", "rolled-back"]
 
-metadata = MetaData()
 rollouts_t = Table(
     "zg_rollouts",
     metadata,
@@ -116,15 +117,13 @@ class Rollout:
 
 
 def store_url(settings: Settings) -> str:
-    from reconciler.engine.scheduler import job_store_url
-
-    return job_store_url(settings)
+    return settings.state_db_url()
 
 
 class RolloutStore:
     def __init__(self, url: str) -> None:
-        self.engine: SAEngine = create_engine(url, future=True)
-        metadata.create_all(self.engine)
+        migrate(url)
+        self.engine: SAEngine = create_engine(url, future=True, pool_pre_ping=True)
 
     @classmethod
     def for_settings(cls, settings: Settings) -> RolloutStore:

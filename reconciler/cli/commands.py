@@ -274,12 +274,12 @@ def status(as_json: bool, **kw: Any) -> None:
     Asks the daemon running on the state dir; when none runs, reads what the last one wrote to
     <state_dir>/status.json. Exit 0 when every cluster is Ready, 1 otherwise (or when nothing is known yet).
     """
+    from reconciler.daemon.client import call, running_daemon
     from reconciler.daemon.conditions import StatusStore
-    from reconciler.daemon.loop import call, running_daemon
 
     settings = make_settings(kw)
     info = running_daemon(settings.state_dir)
-    data = call(info, "GET", "/api/status") if info else StatusStore(settings.state_dir).load().to_dict()
+    data = call(info, "GET", "/api/status") if info else StatusStore.for_settings(settings).load().to_dict()
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
@@ -337,8 +337,8 @@ def print_status(data: dict[str, Any], *, running: bool, state_dir: Path) -> Non
 
 
 def _set_suspended(clusters: tuple[str, ...], suspended: bool, kw: dict[str, Any]) -> None:
+    from reconciler.daemon.client import call, edit_status, running_daemon
     from reconciler.daemon.conditions import StatusStore
-    from reconciler.daemon.loop import call, edit_status, running_daemon
 
     settings = make_settings(kw)
     info = running_daemon(settings.state_dir)
@@ -354,8 +354,9 @@ def _set_suspended(clusters: tuple[str, ...], suspended: bool, kw: dict[str, Any
         for c in clusters:
             store.cluster(c).set_suspended(suspended, time.time())
 
-    edit_status(settings.state_dir, edit)
-    out.print(f"{', '.join(clusters)}: {verb} (no daemon runs; recorded in {settings.state_dir}/status.json)")
+    edit_status(settings, edit)
+    where = "the state database" if settings.shared_state() else f"{settings.state_dir}/status.json"
+    out.print(f"{', '.join(clusters)}: {verb} (no daemon runs; recorded in {where})")
 
 
 @main.command()
@@ -391,7 +392,7 @@ def reconcile(clusters: tuple[str, ...], **kw: Any) -> None:
     back, and a commit that stalled is tried again. Returns at once; follow it with `zato-gitops status`.
     Without a daemon, use `zato-gitops apply`.
     """
-    from reconciler.daemon.loop import call, running_daemon
+    from reconciler.daemon.client import call, running_daemon
     from reconciler.errors import Stalled
 
     settings = make_settings(kw)

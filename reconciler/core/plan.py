@@ -137,13 +137,23 @@ def plan_cluster(desired: DesiredCluster, observed: ObservedCluster) -> ClusterP
             for s in servers
             if s.deployed.get(module.name) != module.sha256
         )
+        # where the deployed copy lives apart from the pickup dir (work/hot-deploy/current), a truncated or
+        # foreign copy of the module left in the pickup dir is drift too: it is what Zato reads next time
+        wrong_pickup = tuple(
+            s.name for s in servers
+            if s.paths.deployed_dir != s.paths.pickup_dir and s.pickup.get(module.name, module.sha256) != module.sha256
+        )
+        diffs += tuple(
+            ServerDiff(n, "changed", observed.server(n).pickup[module.name])
+            for n in wrong_pickup if n not in {d.server for d in diffs}
+        )
         if not diffs:
             continue
         if prof.fan_out:
             # one drop fans out to every server of the cluster, and every server redeploys it: all confirm
             differing = {d.server for d in diffs}
             first = next((n for n in running if n in differing), running[0] if running else servers[0].name)
-            drop_on: tuple[str, ...] = (first,)
+            drop_on: tuple[str, ...] = (first, *(n for n in wrong_pickup if n != first))
             confirm_on = tuple(s.name for s in servers)
         else:
             drop_on = tuple(d.server for d in diffs)

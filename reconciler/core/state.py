@@ -7,7 +7,7 @@ the code that reads git or talks to servers. `Desired` is built from one commit 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,7 +23,13 @@ class Module:
     repo_path: str  # path in the repository, e.g. "services/crm.py"
     sha256: str
     blob: str  # git blob id, recorded in the deploy notes
-    data: bytes = field(repr=False, compare=False)
+    #: the bytes, or how to read them: a no-op reconcile never reads a module it does not install
+    content: bytes | Callable[[], bytes] = field(repr=False, compare=False)
+
+    @property
+    def data(self) -> bytes:
+        c = self.content
+        return c if isinstance(c, bytes) else c()
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ Why a file: `zato-gitops status` must work when no daemon runs, a restarted daem
 already failed for good, and it must know the last applied commit to check drift against. So the whole status
 (suspend flags included) is written atomically to `<state_dir>/status.json` after every change. The daemon is its
 only writer while it runs (it holds `<state_dir>/daemon.lock`); without a daemon, the CLI takes that lock to edit it.
+With a shared `state_db` (PostgreSQL, two daemons), the same document is a row of that database instead, written
+by the leader only, so the standby that takes over starts from what the leader last knew.
 """
 
 from __future__ import annotations
@@ -26,10 +28,17 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from reconciler.db.schema import scope_name
+from reconciler.db.status import StatusRow
+from reconciler.settings import Settings
 
 #: stalled: waits for a new commit; transient: retried with backoff; waiting: not a failure, a rolling restart
 #: waits for its `rollout.window`, and the cluster is reconciled again once the window has opened
@@ -325,20 +334,43 @@ class SourceStatus:
 
 
 class StatusStore:
-    """Every cluster's status plus the source's, behind one lock, saved atomically to `status.json`."""
+    """Every cluster's status plus the source's, behind one lock, saved atomically to `status.json`, or, with a
+    shared `state_db`, to that database (`db/status.py`), where a standby finds it when it takes over."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, row: StatusRow | None = None) -> None:
         self.path = Path(state_dir) / STATUS_FILE
+        self.row = row
+        #: why the last save to the database failed ("" when it worked); the daemon reports it as not ready
+        self.db_error = ""
+        #: whether this process may write the shared document now (a daemon: only while it leads)
+        self.may_write: Callable[[], bool] = lambda: True
         self.lock = threading.RLock()
         self.clusters: dict[str, ClusterStatus] = {}
         self.source = SourceStatus()
         self.daemon: dict[str, Any] = {}
 
+    @classmethod
+    def for_settings(cls, settings: Settings) -> StatusStore:
+        if not settings.shared_state():
+            return cls(settings.state_dir)
+        return cls(settings.state_dir, StatusRow(settings.state_db_url(), scope_name(settings.repo or "",
+                                                                                    settings.branch)))
+
     def load(self) -> StatusStore:
         with self.lock:
             try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
+                if self.row is not None:
+                    found = self.row.read()
+                    self.db_error = ""
+                    if found is None:
+                        return self
+                    data = found
+                else:
+                    data = json.loads(self.path.read_text(encoding="utf-8"))
             except FileNotFoundError:
+                return self
+            except SQLAlchemyError as e:
+                self.db_error = _db_error(e)
                 return self
             except (OSError, ValueError):
                 # a corrupt file only loses history the daemon rebuilds at its first poll; never refuse to start
@@ -366,6 +398,15 @@ class StatusStore:
 
     def save(self) -> None:
         with self.lock:
+            if self.row is not None:
+                if not self.may_write():
+                    return  # a daemon that lost the lead leaves the document to the new leader
+                try:
+                    self.row.write(self.to_dict())
+                    self.db_error = ""
+                except SQLAlchemyError as e:  # kept in memory; written by the next save that reaches the database
+                    self.db_error = _db_error(e)
+                return
             text = json.dumps(self.to_dict(), indent=2)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".status.", dir=self.path.parent)
@@ -378,3 +419,8 @@ class StatusStore:
                     os.unlink(tmp)
                 raise
 
+
+
+def _db_error(e: SQLAlchemyError) -> str:
+    """The first line of a database error, without SQLAlchemy's background link."""
+    return str(getattr(e, "orig", None) or e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

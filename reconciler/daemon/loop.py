@@ -15,19 +15,17 @@ Per cluster, `ClusterStatus.due` decides:
 - a commit that failed for a reason that may pass (`Transient`: a server unreachable, a confirmation timeout) is
   retried with exponential backoff (`retry_backoff` doubling up to `retry_backoff_max`), through a one-off job.
 
-Drift is a second job, every `drift_interval`: each cluster's servers are compared with the cluster's *last
-applied* commit (kept in status.json, so it survives a restart), not with the head, which may be a commit that
-failed. A non-empty plan is drift; with `drift: heal` (the default) it is applied through the same
-`Engine.apply` as a deploy (so static drift goes through a rolling restart like any static change), with
-`drift: report` it is only reported. Both jobs take one lock, so a drift heal never runs beside a deploy.
+Drift is a second job, every `drift_interval` (`drift.py`). Both jobs take one lock, so a drift heal never runs
+beside a deploy; both turn what the engine reports into the status, metrics and notifications through the same
+`outcome.Ledger`. The CLI's side of a running daemon (its lock, `daemon.json`, the API client) is `client.py`.
 
 Everything runs on the process's one APScheduler (`scheduler.make_scheduler`); webhooks and `zato-gitops
 reconcile` add a one-off job "now". Rolling restarts waiting for their `rollout.window` are rows in the rollout
-store, not jobs: each poll runs those whose window has started (`Engine.due_rollouts`). SIGTERM sets the
-engine's `stop` event, which long work checks between server steps (a rolling restart finishes the server it
-is on; no new cluster is started), waits for the running job, writes the status and exits 0. One daemon per
-state dir: `<state_dir>/daemon.lock` (an flock, released by the kernel if the process dies), beside the
-engine's per-apply `<state_dir>/lock`.
+store, not jobs: each poll of the leader runs those whose window has started (`Engine.due_rollouts`). SIGTERM sets
+the engine's `stop` event, which long work checks between server steps (a rolling restart finishes the server it
+is on; no new cluster is started), waits for the running job, writes the status and exits 0. One daemon per state
+dir: `<state_dir>/daemon.lock` (an flock, released by the kernel if the process dies), beside the engine's
+per-apply `<state_dir>/lock`.
 """
 
 from __future__ import annotations
@@ -40,11 +38,8 @@ import secrets
 import signal
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -53,24 +48,24 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from reconciler.core.plan import ClusterPlan
 from reconciler.core.state import Desired
-from reconciler.daemon.conditions import ClusterStatus, Event, FailureKind, ServerState, StatusStore, iso, short
+from reconciler.daemon.client import INFO_FILE, DaemonLock
+from reconciler.daemon.conditions import Event, FailureKind, StatusStore, iso, short
+from reconciler.daemon.drift import DriftCheck
 from reconciler.daemon.http import Server, parse_listen
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.notify import Notifier
+from reconciler.daemon.outcome import Ledger
+from reconciler.db.leader import Election, SingleNode
+from reconciler.db.schema import scope_name
 from reconciler.engine.chain import Engine
-from reconciler.engine.results import ApplyReport, PlanReport, error_outcome
+from reconciler.engine.results import ApplyReport, error_outcome
 from reconciler.engine.scheduler import make_scheduler
-from reconciler.errors import Busy, ReconcilerError, Stalled, Transient
+from reconciler.errors import Busy, ReconcilerError, Stalled
 from reconciler.gitrepo.records import Action, Reason, Record
-from reconciler.locks import LockHeld, PidLock
 from reconciler.settings import Settings
 
 log = logging.getLogger("zato_gitops.daemon")
-
-LOCK_FILE = "daemon.lock"
-INFO_FILE = "daemon.json"
 
 #: engine progress lines that come with every poll; logged at debug so the log has one line per event
 _ROUTINE = ("fetching ", "commit ", "observing ", "recording ")
@@ -81,99 +76,6 @@ class Clock:
 
     def __call__(self) -> float:
         return time.time()
-
-
-# --- one daemon per state dir ----------------------------------------------------------------------------------
-
-
-class DaemonLock(PidLock):
-    """`<state_dir>/daemon.lock`, held by a daemon for its whole life: one daemon per state dir."""
-
-    def __init__(self, state_dir: Path) -> None:
-        super().__init__(Path(state_dir) / LOCK_FILE)
-        self.what = "daemon"
-
-    def acquire(self) -> None:
-        try:
-            super().acquire()
-        except LockHeld as e:
-            raise Stalled(
-                f"a zato-gitops daemon (pid {e.holder}) is already running on the state dir {self.path.parent}",
-                hint="one daemon per state dir: stop it first, or give this one its own --state-dir"
-                if self.what == "daemon" else "talk to it (the command does so when it can read daemon.json)",
-            ) from e
-
-    @contextlib.contextmanager
-    def held_for(self, what: str) -> Iterator[None]:
-        self.what = what
-        with self.held():
-            yield
-
-
-# --- talking to a running daemon (the CLI's side) ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DaemonInfo:
-    pid: int
-    url: str
-    token: str
-    started: str
-
-
-def running_daemon(state_dir: Path) -> DaemonInfo | None:
-    """The daemon that runs on `state_dir`, or None when none does."""
-    if not DaemonLock(state_dir).is_held():
-        return None
-    try:
-        data = json.loads((Path(state_dir) / INFO_FILE).read_text(encoding="utf-8"))
-        return DaemonInfo(int(data["pid"]), str(data["url"]), str(data["token"]), str(data.get("started", "")))
-    except (OSError, ValueError, KeyError) as e:
-        raise Stalled(f"a daemon runs on {state_dir} but its {INFO_FILE} cannot be read: {e}",
-                      hint="run the command as the daemon's user") from e
-
-
-def call(info: DaemonInfo, method: str, path: str, body: dict[str, Any] | None = None,
-         timeout: float = 10.0) -> dict[str, Any]:
-    """One JSON request to the daemon's API with its token; errors become `Transient` with the daemon's words."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(info.url + path, data=data, method=method, headers={
-        "Authorization": f"Bearer {info.token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            answer: dict[str, Any] = json.loads(resp.read() or b"{}")
-            return answer
-    except urllib.error.HTTPError as e:
-        try:
-            msg = json.loads(e.read()).get("error", "")
-        except ValueError:
-            msg = ""
-        raise Transient(f"the daemon at {info.url} answered HTTP {e.code}: {msg or e.reason}") from e
-    except (OSError, ValueError) as e:
-        raise Transient(f"cannot reach the daemon (pid {info.pid}) at {info.url}: {e}") from e
-
-
-def edit_status(state_dir: Path, edit: Callable[[StatusStore], None]) -> None:
-    """Change status.json when no daemon runs, holding the daemon lock meanwhile so none starts half-way."""
-    with DaemonLock(state_dir).held_for("edit"):
-        store = StatusStore(state_dir).load()
-        edit(store)
-        store.save()
-
-
-def drift_items(cluster_plan: ClusterPlan) -> list[str]:
-    """What a non-empty plan against the last applied commit says differs, one line per server and thing."""
-    items = [f"{d.server}: {h.module} {'modified' if d.reason == 'changed' else 'missing'}"
-             for h in cluster_plan.hot_deploys for d in h.diffs]
-    words = {"added": "missing", "changed": "modified", "removed": "not in the commit"}
-    for r in cluster_plan.restarts:
-        for c in (*r.changes, *r.shared):
-            what = "service-sources.txt block changed" if c.kind == "service-sources" else f"{c.path} {words[c.change]}"
-            items.append(f"{r.server}: {what}")
-    if not items and not cluster_plan.empty:
-        # parts of a plan this function does not itemise (static installs): say that there is something
-        items = ["servers differ from the commit (see `zato-gitops plan`)"]
-    return items
 
 
 # --- the daemon ------------------------------------------------------------------------------------------------
@@ -189,9 +91,16 @@ class Daemon:
         self.state_dir = Path(settings.state_dir).expanduser().absolute()
         self.clock = clock or Clock()
         self.stop = threading.Event()
+        #: what the engine checks between server steps: set on SIGTERM, and when this daemon stops leading
+        self.halt = threading.Event()
         self._engine_factory = engine_factory or self._make_engine
         self._engine: Engine | None = None
-        self.status = StatusStore(self.state_dir)
+        self.status = StatusStore.for_settings(settings)
+        self.leader: SingleNode | Election = (
+            Election(settings.state_db_url(), scope_name(settings.repo or "", settings.branch),
+                     settings.failover_timeout)
+            if settings.shared_state() else SingleNode())
+        self.status.may_write = lambda: self.leader.is_leader
         self.metrics = Metrics()
         self.notifier = notifier or Notifier(settings.notify_urls, settings.notify_format,
                                              on_result=lambda ok: self.metrics.notifications.labels(
@@ -200,6 +109,8 @@ class Daemon:
         self.branch = settings.branch
         self.webhook_secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
         self.api_token = secrets.token_urlsafe(32)
+        self.ledger = Ledger(self.status, self.metrics, self.notifier, self.clock)
+        self.drift = DriftCheck(self.ledger, self.halt, self.clock)
         self.lock = DaemonLock(self.state_dir)
         self.scheduler: BackgroundScheduler | None = None
         self.http: Server | None = None
@@ -237,8 +148,8 @@ class Daemon:
         try:
             self.status.load()
             for cs in self.status.clusters.values():
-                self._gauges(cs)
-            self.engine = self._engine_factory(self.stop)
+                self.ledger.gauges(cs)
+            self.engine = self._engine_factory(self.halt)
             self.http = Server(parse_listen(self.settings.listen), self)
             self.http.start()
             started = iso(self.clock()) or ""
@@ -257,21 +168,25 @@ class Daemon:
             if install_signals:
                 signal.signal(signal.SIGTERM, self._on_signal)
                 signal.signal(signal.SIGINT, self._on_signal)
-            self.scheduler.start()
+            self.scheduler.start(paused=True)  # resumed while this daemon leads
+            self.leader.start(self._on_role, self._on_request)
             log.info("zato-gitops daemon started (pid %d): watching %s of %s every %.0f s, drift check every "
-                     "%.0f s, listening on %s", os.getpid(), s.branch, self.engine.source.safe_url, s.interval,
-                     s.drift_interval, self.http.url, extra={"event": "started"})
+                     "%.0f s, listening on %s, state in %s", os.getpid(), s.branch, self.engine.source.safe_url,
+                     s.interval, s.drift_interval, self.http.url,
+                     "a shared database" if self.leader.shared else "this node's state dir", extra={"event": "started"})
             while not self.stop.wait(1.0):
                 pass
             log.info("stopping: finishing the current step (no server is left stopped)", extra={"event": "stopping"})
             self.scheduler.shutdown(wait=True)
             self.http.stop()
-            with self.status.lock:
-                for cs in self.status.clusters.values():
-                    cs.reconciling = False
-                    cs.refresh(self.clock())
-                self.status.daemon = {}
-                self.status.save()
+            if self.leader.is_leader:
+                with self.status.lock:
+                    for cs in self.status.clusters.values():
+                        cs.reconciling = False
+                        cs.refresh(self.clock())
+                    self.status.daemon = {}
+                    self.status.save()
+            self.leader.stop()  # last: a standby takes over only once this daemon's step is finished
             log.info("stopped", extra={"event": "stopped"})
             return 0
         finally:
@@ -283,12 +198,63 @@ class Daemon:
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self.stop.is_set():
             log.warning("still finishing the current step; SIGKILL aborts it (a server may then be left stopped)")
+        self.halt.set()
         self.stop.set()
+
+    # --- leading and standing by ---------------------------------------------------------------------------
+    def _on_role(self, leader: bool) -> None:
+        """Called by the election (its thread) when this daemon starts or stops leading."""
+        self.metrics.leader.set(1 if leader else 0)
+        if not leader:
+            # finish the server step under way, start nothing new; the new leader resumes from the store
+            self.halt.set()
+            if self.scheduler is not None:
+                self.scheduler.pause()
+            log.warning("no longer leading: reconciling nothing until this daemon leads again",
+                        extra={"event": "standby"})
+            return
+        if self.leader.shared:
+            self.status.load()  # what the last leader knew
+            for cs in self.status.clusters.values():
+                self.ledger.gauges(cs)
+        if self.scheduler is None:
+            return
+        if not self.stop.is_set():
+            self.halt.clear()
+        self.scheduler.resume()
+        if self.leader.shared:
+            log.info("leading: %s", self.leader.reason, extra={"event": "leader"})
+            interrupted = self._interrupted_rollouts()
+            if interrupted:
+                self.request_reconcile(interrupted, "resuming the rollout the last leader left", force=True)
+
+    def _interrupted_rollouts(self) -> list[str]:
+        """Clusters with a rollout another daemon (or this one, before) left running."""
+        try:
+            return sorted({r.cluster for r in self.engine.store.all(("running", "interrupted"))})
+        except Exception as e:  # the poll resumes it anyway; this only makes it sooner
+            log.warning("cannot read the rollout store: %s", e)
+            return []
+
+    def _on_request(self, request: dict[str, Any]) -> None:
+        """A request a standby forwarded (NOTIFY): handled as if it had come here."""
+        why = str(request.get("why", "a request")) + " (forwarded by a standby)"
+        clusters = request.get("clusters")
+        names = [str(c) for c in clusters] if isinstance(clusters, list) else None
+        if request.get("action") == "suspend" and names:
+            for c in names:
+                with contextlib.suppress(KeyError):
+                    self.set_suspended(c, bool(request.get("suspended")))
+        elif request.get("action") == "reconcile":
+            self.request_reconcile(names, why, force=bool(request.get("force")))
 
     # --- what the HTTP endpoint calls --------------------------------------------------------------------------
     def status_dict(self) -> dict[str, Any]:
+        if self.leader.shared and not self.leader.is_leader:
+            self.status.load()  # a standby shows what the leader wrote
         data = self.status.to_dict()
         data["daemon"] = dict(self.status.daemon) | {
+            "role": self.leader.role, "role_reason": self.leader.reason,
             "busy_since": iso(self._busy_since), "last_poll_done": iso(self._last_poll_done),
             "scheduler_running": bool(self.scheduler and self.scheduler.running),
             "stopping": self.stop.is_set(),
@@ -296,8 +262,18 @@ class Daemon:
         return data
 
     def readiness(self) -> tuple[bool, str]:
+        ok, why = self._readiness()
+        return ok, f"{self.leader.role}: {why}"
+
+    def _readiness(self) -> tuple[bool, str]:
         if not (self.scheduler and self.scheduler.running) or self.stop.is_set():
             return False, "the scheduler is not running"
+        if self.leader.role == "unavailable":
+            return False, self.leader.reason
+        if self.status.db_error:
+            return False, f"cannot write the status to the state database: {self.status.db_error}"
+        if not self.leader.is_leader:
+            return True, self.leader.reason
         if self._busy_since is not None:
             return True, f"reconciling since {iso(self._busy_since)}"
         if self._last_poll_done is None:
@@ -319,6 +295,12 @@ class Daemon:
         otherwise (a webhook) it is just an early poll."""
         log.info("reconcile requested: %s%s", why, f" ({', '.join(clusters)})" if clusters else "",
                  extra={"event": "requested"})
+        if not self.leader.is_leader:
+            failed = self.leader.forward({"action": "reconcile", "clusters": clusters, "why": why, "force": force})
+            if failed:
+                log.warning("cannot forward the request to the leader (%s); its next poll sees a push anyway",
+                            failed)
+            return
         with self._req:
             if force and clusters is None:
                 self._force_all = True
@@ -337,12 +319,19 @@ class Daemon:
         self.poll()
 
     def set_suspended(self, cluster: str, suspended: bool) -> None:
+        if not self.leader.is_leader:
+            if cluster not in self.status.clusters:
+                raise KeyError(cluster)
+            failed = self.leader.forward({"action": "suspend", "clusters": [cluster], "suspended": suspended})
+            if failed:
+                raise KeyError(f"{cluster} (the leader cannot be reached: {failed})")
+            return
         with self.status.lock:
             if cluster not in self.status.clusters:
                 raise KeyError(cluster)
             cs = self.status.clusters[cluster]
             cs.set_suspended(suspended, self.clock())
-            self._gauges(cs)
+            self.ledger.gauges(cs)
             self.status.save()
         log.info("%s: %s", cluster, "suspended" if suspended else "resumed",
                  extra={"cluster": cluster, "event": "suspended" if suspended else "resumed"})
@@ -352,7 +341,7 @@ class Daemon:
 
     # --- the poll --------------------------------------------------------------------------------------------
     def poll(self) -> None:
-        if self.stop.is_set():
+        if self.halt.is_set() or not self.leader.is_leader:
             return
         with self._work:
             with self._req:
@@ -380,7 +369,7 @@ class Daemon:
             log.warning("cannot read the pending rollouts: %s", e.message)
             return
         for r in due:
-            if self.stop.is_set():
+            if self.halt.is_set():
                 return
             log.info("%s: rollout %s: its window '%s' opened", r.cluster, r.id, r.window,
                      extra={"cluster": r.cluster, "event": "window-opened"})
@@ -454,7 +443,7 @@ class Daemon:
         for c in desired.manifest.clusters:
             self.metrics.servers.labels(c.name).set(len(c.servers))
         for name in names:
-            if self.stop.is_set():
+            if self.halt.is_set():
                 log.info("stopping: %s and the clusters after it wait for the next start", name)
                 return
             cs = self.status.cluster(name)
@@ -489,8 +478,8 @@ class Daemon:
                 events += cs.fail(head, "stalled", str(error_outcome(e).reason), e.message, now,
                                   retry_base=self.settings.retry_backoff, retry_max=self.settings.retry_backoff_max)
                 self.metrics.reconciles.labels(cs.name, "deploy", "stalled").inc()
-                self._gauges(cs)
-        self._emit(events)
+                self.ledger.gauges(cs)
+        self.ledger.emit(events)
 
     def _reconcile(self, name: str, head: str, why: str, desired: Desired) -> None:
         cs = self.status.cluster(name)
@@ -509,7 +498,7 @@ class Daemon:
                 log.exception("%s: unexpected error while applying %s", name, short(head))
             outcome = error_outcome(e)
         self.metrics.reconcile_duration.labels(name, "deploy").observe(time.monotonic() - started)
-        self._account(name, head, report)
+        self.ledger.account(name, head, report)
         now = self.clock()
         with self.status.lock:
             if outcome.ok:
@@ -520,7 +509,7 @@ class Daemon:
                                  retry_base=self.settings.retry_backoff, retry_max=self.settings.retry_backoff_max,
                                  retry_at=outcome.retry_at)
             self.metrics.reconciles.labels(name, "deploy", "success" if outcome.ok else str(outcome.kind)).inc()
-            self._gauges(cs)
+            self.ledger.gauges(cs)
             self.status.save()
         if outcome.ok:
             log.info("%s: revision %s applied (%s)", name, short(head), outcome.detail,
@@ -532,155 +521,25 @@ class Daemon:
             log.error("%s: revision %s failed (%s, %s): %s", name, short(head), outcome.reason, then,
                       outcome.message, extra={"cluster": name, "revision": head, "event": "failed",
                                               "reason": outcome.reason})
-        self._emit(events)
+        self.ledger.emit(events)
 
-    def _account(self, name: str, commit: str, report: ApplyReport | PlanReport | None) -> None:
-        """Servers' states and the deploy and restart counters, from an apply or plan report."""
-        if report is None:
-            return
-        applied = report if isinstance(report, ApplyReport) else None
-        plan_report = report.report if isinstance(report, ApplyReport) else report
-        now = self.clock()
-        states: dict[str, ServerState] = {}
-        obs = plan_report.observed.get(name)
-        if obs is not None:
-            for o in obs.servers:
-                states[o.name] = ServerState("running" if o.running else "stopped", "", now)
-        for c, s, e in plan_report.unreachable:
-            if c == name:
-                states[s] = ServerState("unreachable", e.message, now)
-        results = applied.results.get(name, {}) if applied is not None else {}
-        for s, r in results.items():
-            worst = "error" if r.error else next((o for o in r.modules.values() if o != "confirmed"), "confirmed")
-            if s in states:
-                states[s].last_outcome = worst
-            for outcome in r.modules.values():
-                self.metrics.deploys.labels(name, outcome).inc()
-        rollout = applied.rollouts.get(name) if applied is not None else None
-        for restart in rollout[1] if rollout else ():
-            if restart.outcome != "unchanged":
-                self.metrics.restarts.labels(name, restart.outcome).inc()
-        with self.status.lock:
-            cs = self.status.cluster(name)
-            for s, st in states.items():
-                if not st.last_outcome and s in cs.servers:
-                    st.last_outcome = cs.servers[s].last_outcome
-                cs.servers[s] = st
-        if states:
-            self.metrics.servers_reachable.labels(name).set(sum(st.state != "unreachable" for st in states.values()))
-
-    # --- drift -----------------------------------------------------------------------------------------------
+    # --- drift (drift.py does the work) ----------------------------------------------------------------------
     def drift_check(self) -> None:
-        if self.stop.is_set():
+        if self.halt.is_set() or not self.leader.is_leader:
             return
         with self._work:
             self._busy_since = self.clock()
             try:
-                desireds: dict[str, Desired] = {}  # built once per revision in this check
-                for name in sorted(self.status.clusters):
-                    if self.stop.is_set():
-                        return
-                    cs = self.status.clusters.get(name)
-                    if cs is None or cs.suspended or cs.last_applied_revision is None:
-                        continue
-                    if cs.failure is not None and cs.failure.kind != "stalled":
-                        # its retry (or the rollout waiting for its window) reconciles it anyway; healing it
-                        # back to the last applied commit meanwhile would undo the change under way
-                        continue
-                    self._drift_one(name, cs.last_applied_revision, desireds)
+                self.drift.run(self.engine)
             except Exception:
                 log.exception("the drift check failed unexpectedly; the next one runs as planned")
             finally:
                 self._busy_since = None
                 self.status.save()
 
-    def _drift_one(self, name: str, revision: str, desireds: dict[str, Desired]) -> None:
-        try:
-            if revision not in desireds:
-                desireds[revision] = self.engine.desired(revision)
-            desired = desireds[revision]
-            report = self.engine.plan(only=[name], desired=desired)
-        except ReconcilerError as e:
-            log.warning("%s: drift check against %s failed: %s", name, short(revision), e.message,
-                        extra={"cluster": name})
-            return
-        self._account(name, revision, report)
-        if any(c == name for c, _, _ in report.unreachable):
-            log.info("%s: drift check incomplete, a server could not be observed", name, extra={"cluster": name})
-            return
-        try:
-            cp = report.plan.cluster(name)
-        except KeyError:
-            return
-        cs = self.status.cluster(name)
-        now = self.clock()
-        if cp.empty:
-            with self.status.lock:
-                cs.no_drift(now)
-                self._gauges(cs)
-            return
-        items = drift_items(cp)
-        policy = report.desired.cluster(name).spec.drift
-        self.metrics.drift_found.labels(name).inc()
-        log.warning("%s: drift from revision %s: %s", name, short(revision), "; ".join(items),
-                    extra={"cluster": name, "revision": revision, "event": "drift"})
-        if policy == "report":
-            with self.status.lock:
-                events = cs.found_drift(revision, items, "reported", now)
-                self._gauges(cs)
-            if events:
-                self._record_drift(revision, name, items, "reported")
-            self._emit(events)
-            return
-        self._record_drift(revision, name, items, "healing")
-        started = time.monotonic()
-        result: ApplyReport | None = None
-        try:
-            result = self.engine.apply(only=[name], commit=revision, desired=desired)
-            outcome = result.cluster(name)
-        except Exception as e:
-            if not isinstance(e, ReconcilerError):
-                log.exception("%s: unexpected error while healing drift", name)
-            outcome = error_outcome(e)
-        self.metrics.reconcile_duration.labels(name, "drift").observe(time.monotonic() - started)
-        self.metrics.reconciles.labels(name, "drift", "success" if outcome.ok else str(outcome.kind)).inc()
-        self._account(name, revision, result)
-        with self.status.lock:
-            events = cs.found_drift(revision, items, "healed" if outcome.ok else "heal-failed", self.clock())
-            self._gauges(cs)
-        if outcome.ok:
-            log.info("%s: drift healed, servers run revision %s again", name, short(revision),
-                     extra={"cluster": name, "revision": revision, "event": "drift-healed"})
-        else:
-            log.error("%s: drift could not be healed (%s): %s", name, outcome.reason, outcome.message,
-                      extra={"cluster": name, "revision": revision, "event": "drift-heal-failed"})
-        self._emit(events)
-
-    def _record_drift(self, revision: str, name: str, items: list[str], outcome: str) -> None:
-        try:
-            self.engine.audit.record(revision, [Record(
-                at=iso(self.clock()) or "", run=uuid.uuid4().hex[:12], by=self.engine.by, commit=revision,
-                cluster=name, action=Action.DRIFT, outcome=outcome, detail="; ".join(items))])
-        except ReconcilerError as e:
-            log.warning("%s: cannot record the drift: %s", name, e.message)
-
     # --- helpers ---------------------------------------------------------------------------------------------
-    def _gauges(self, cs: ClusterStatus) -> None:
-        m = self.metrics
-        m.ready.labels(cs.name).set(1 if cs.ready() else 0)
-        stalled = cs.conditions.get("Stalled")
-        m.stalled.labels(cs.name).set(1 if stalled is not None and stalled.status == "True" else 0)
-        m.suspended.labels(cs.name).set(1 if cs.suspended else 0)
-        m.set_revision(cs.name, cs.last_applied_revision, cs.last_applied_at)
-
-    def _emit(self, events: list[Event]) -> None:
-        for ev in events:
-            log.debug("event %s: %s", ev.kind, ev.message,
-                     extra={"cluster": ev.cluster, "revision": ev.revision, "event": f"notify-{ev.kind}"})
-        self.notifier.send(events)
-
     def _schedule_retry(self) -> None:
-        if self.scheduler is None or self.stop.is_set():
+        if self.scheduler is None or self.halt.is_set():
             return
         with self.status.lock:
             times = [t for cs in self.status.clusters.values() if (t := cs.retry_at()) is not None]

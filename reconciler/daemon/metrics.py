@@ -71,6 +71,9 @@ class Metrics:
             f"{PREFIX}_servers_reachable", "Servers that answered the last observation.", ["cluster"], registry=r)
         self.last_poll_ts = Gauge(
             f"{PREFIX}_last_poll_timestamp_seconds", "When the branch head was last polled (Unix time).", registry=r)
+        self.leader = Gauge(
+            f"{PREFIX}_leader", "1 while this daemon leads (polls and reconciles), 0 as a standby or while its state "
+            "database is unreachable.", registry=r)
         self._revisions: dict[str, str] = {}
 
     def set_revision(self, cluster: str, revision: str | None, applied_at: float | None) -> None:

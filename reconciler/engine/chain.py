@@ -24,6 +24,7 @@ from reconciler.apply.store import OPEN, Rollout, RolloutStore
 from reconciler.core.desired import build_desired
 from reconciler.core.plan import ClusterPlan, Plan, plan
 from reconciler.core.state import Desired, Module, ObservedServer
+from reconciler.engine.facts import FactFile
 from reconciler.engine.journal import (
     HotDeployStep,
     Journal,
@@ -87,6 +88,8 @@ class Engine:
             settings.repo, settings.branch, settings.state_dir, ssh_command=settings.git_ssh_command()
         )
         self.audit = Audit(self.source)
+        #: sha256 and compile verdicts by blob id, so an unchanged module is never compiled twice
+        self.facts = FactFile(Path(settings.state_dir) / "facts.json")
         self._store: RolloutStore | None = None
         self._journal: Journal | None = None
         #: `apply --timeout`: an operator's word wins over the manifest's confirm_timeout
@@ -115,7 +118,10 @@ class Engine:
         return commit
 
     def desired(self, commit: str) -> Desired:
-        return build_desired(self.source, commit, self.settings.manifest)
+        try:
+            return build_desired(self.source, commit, self.settings.manifest, self.facts)
+        finally:
+            self.facts.save()
 
     def observe(self, desired: Desired, conns: Connections, only: list[str] | None = None) -> PlanReport:
         clusters = [c for c in desired.clusters if only is None or c.name in only]
@@ -143,9 +149,10 @@ class Engine:
 
         First the record of any run that was killed is finished (its journal, see engine/journal.py). Then per
         cluster: hot-deploys first (no restart needed), then the rolling restart for static changes, now or,
-        with a `rollout.window`, as a persisted job waiting for the window. A rollout interrupted earlier is
-        finished first, at the server where it stopped. Whatever happens, the run ends by recording what it did
-        (`_run`'s finaliser): an exception, SIGINT or SIGTERM records what was done so far as `interrupted`."""
+        with a `rollout.window`, as a pending rollout in the store that the daemon runs when the window starts.
+        A rollout interrupted earlier is finished first, at the server where it stopped. Whatever happens, the run
+        ends by recording what it did (`_run`'s finaliser): an exception, SIGINT or SIGTERM records what was done
+        so far as `interrupted`."""
         with self.locked():
             commit = desired.commit if desired is not None else commit or self.fetch()
             #: each commit's desired state, built once for this run (and the killed runs it finishes first)
@@ -369,6 +376,7 @@ class Engine:
 
     def _run_rollout(self, run: _Run, rid: str, conns: Connections, result: ApplyReport | None = None) -> None:
         rollout = self.store.get(rid)
+        run.add(self._unrecorded_restarts(run, rollout))
         dc = run.desired(rollout.commit).cluster(rollout.cluster)
         spec = dc.spec
         transports = {s.name: conns.get(spec, s) for s in spec.servers}
@@ -397,6 +405,20 @@ class Engine:
                               reason=Reason.ROLLED_BACK if o.outcome == "rolled-back" else Reason.RESTART_FAILED)
             records.append(rec)
         run.add(records, op=op)
+
+    def _unrecorded_restarts(self, run: _Run, rollout: Rollout) -> list[Record]:
+        """Restarts an earlier run finished but never recorded, and whose journal could not tell (its host died
+        and a standby took over before the journal went stale): recorded now, from the store, so the history has
+        no gap. A killed run of this host was already finished from its journal (`_recover`)."""
+        done = [s for s in rollout.servers if s.step == "done" and s.ready]
+        if not done:
+            return []
+        recorded = {str(r.get("server")) for r in self.audit.records_for(rollout.commit)
+                    if r.get("action") == Action.RESTART and r.get("rollout") == rollout.id}
+        return [run.record(Action.RESTART, "ready", commit=rollout.commit, cluster=rollout.cluster, server=s.server,
+                           rollout=rollout.id, started=s.started or "", ready=s.ready or "",
+                           detail="restarted by an earlier run that ended before recording it")
+                for s in done if s.server not in recorded]
 
     def resume_rollout(self, rid: str) -> tuple[Rollout, list[RestartOutcome]]:
         """Run a pending, halted or interrupted rollout now (the window of a pending one is skipped)."""

@@ -9,9 +9,10 @@ that was killed leaves it open; the next run finds it and finishes it first: it 
 the journalled offsets for the confirmations the killed run never saw, takes the rollout's own progress from the
 rollout store, writes the note and marks the rollout interrupted.
 
-SQLAlchemy Core, in the same database as the rollout store (SQLite in the state dir, or the shared `job_store`
-URL), so a standby reconciler on a shared database can finish a run its peer did not. Two tables:
-`zg_runs` (one row per run: commit, who, host and pid, open or closed) and `zg_journal` (entries in order).
+SQLAlchemy Core, in the same database as the rollout store (the state database: SQLite in the state dir, or the
+shared `state_db`), so a standby reconciler on a shared database can finish a run its peer did not. Two tables,
+declared in `db/schema.py` and created by migration 0003: `zg_runs` (one row per run: commit, who, host and pid,
+open or closed) and `zg_journal` (its entries in order, deleted once the run's note is written).
 """
 
 from __future__ import annotations
@@ -25,50 +26,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    delete,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import Connection, create_engine, delete, insert, select, update
 from sqlalchemy.engine import Engine as SAEngine
 
 from reconciler.apply.store import Rollout, RolloutStore, store_url
 from reconciler.core.state import LogMark
+from reconciler.db.migrate import migrate
+from reconciler.db.schema import journal_t as entries_t
+from reconciler.db.schema import runs_t
 from reconciler.gitrepo.records import INTERRUPTED, Action, Reason, Record
 from reconciler.locks import pid_alive
 from reconciler.settings import Settings
-
-metadata = MetaData()
-runs_t = Table(
-    "zg_runs",
-    metadata,
-    Column("run_id", String(32), primary_key=True),
-    Column("commit_sha", String(64), nullable=False),
-    Column("by", String(200), nullable=False),
-    Column("host", String(200), nullable=False),
-    Column("pid", Integer, nullable=False),
-    Column("started", String(40), nullable=False),
-    Column("updated", String(40), nullable=False),
-    Column("state", String(10), nullable=False),  # open | closed
-)
-entries_t = Table(
-    "zg_journal",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", String(32), nullable=False, index=True),
-    Column("kind", String(20), nullable=False),  # hot-deploy | copied | rollout | records
-    Column("data", Text, nullable=False),
-    Column("at", String(40), nullable=False),
-)
 
 #: a run of another host whose journal did not move for this long is taken to be dead
 STALE_AFTER = timedelta(minutes=30)
@@ -129,8 +97,8 @@ class RunJournal:
 
 class Journal:
     def __init__(self, url: str) -> None:
-        self.engine: SAEngine = create_engine(url, future=True)
-        metadata.create_all(self.engine)
+        migrate(url)
+        self.engine: SAEngine = create_engine(url, future=True, pool_pre_ping=True)
         self.host = socket.gethostname()
 
     @classmethod

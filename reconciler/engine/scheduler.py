@@ -6,15 +6,14 @@ whose window has started (`window_due`). The engine uses APScheduler only as a c
 it schedules nothing. The daemon's own periodic jobs (poll, drift check, retries) run on the in-memory
 `BackgroundScheduler` made here. APScheduler 3.x is pinned (`>=3.11,<4`): 4.0 is still alpha and has another API.
 
-`job_store_url` names the database of the rollout store and the run journal: SQLite in the state dir by
-default, or the `job_store` URL of the config (e.g. PostgreSQL shared with a standby).
+The rollout store and the run journal live on the state database (`Settings.state_db_url`): SQLite in the state
+dir by default, or PostgreSQL shared by a leader and its standby, where only the leader's poll runs them.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
@@ -25,13 +24,6 @@ from reconciler.settings import Settings
 
 #: a window start missed by more than this (the daemon was down then) waits for the next start
 MISSED_GRACE = timedelta(hours=1)
-
-
-def job_store_url(settings: Settings) -> str:
-    if settings.job_store:
-        return settings.job_store
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{Path(settings.state_dir).resolve() / 'jobs.sqlite'}"
 
 
 def make_scheduler(settings: Settings) -> BackgroundScheduler:

@@ -21,13 +21,15 @@ import logging
 import re
 import socket
 import threading
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, cast
 
 import git
-from git.objects import Blob, Commit
+from git.objects import Commit
 
 from reconciler.errors import HostKeyError, SourceError, Stalled
 
@@ -73,6 +75,36 @@ def normalise_url(url: str) -> str:
     """A local path made absolute (git resolves a relative remote against the clone, not against our cwd);
     URLs unchanged."""
     return str(Path(url).expanduser().resolve()) if _is_local_path(url) else url
+
+
+@dataclass(frozen=True)
+class Tree:
+    """One commit's tree as `git ls-tree -r` lists it: regular files and symlinks by path, each with its blob id.
+    Submodules (mode 160000) are neither."""
+
+    commit: str
+    files: Mapping[str, str]
+    symlinks: Mapping[str, str]
+
+
+#: trees kept in memory: the branch head, the commit before it, and a few more for history and diffs
+_TREES_KEPT = 4
+_SYMLINK = "120000"
+
+
+def parse_ls_tree(commit: str, out: str) -> Tree:
+    """`git ls-tree -r -z` output (`MODE SP TYPE SP OID TAB PATH NUL`...) -> Tree, in one linear pass."""
+    files: dict[str, str] = {}
+    links: dict[str, str] = {}
+    for record in out.split("\0"):
+        if not record:
+            continue
+        meta, _, path = record.partition("\t")
+        mode, kind, oid = [*meta.split(" "), "", ""][:3]
+        if kind != "blob":
+            continue  # a submodule's commit
+        (links if mode == _SYMLINK else files)[path] = oid
+    return Tree(commit, files, links)
 
 
 @dataclass(frozen=True)
@@ -138,6 +170,7 @@ class Source:
         self.timeout = timeout
         self.lock = threading.RLock()
         self._repo: git.Repo | None = None
+        self._trees: OrderedDict[str, Tree] = OrderedDict()
 
     # -- the clone -------------------------------------------------------------------------------------------
 
@@ -309,39 +342,54 @@ class Source:
                 hint="fetch first, or check that the commit is on the branch",
             ) from e
 
-    def _blob(self, commit: str, path: str) -> Blob:
+    def tree(self, commit: str) -> Tree:
+        """The commit's whole tree, read once (`git ls-tree -r -z`) and kept for the last few commits, so
+        building the desired state costs one git call however many files it looks at."""
         with self.lock:
             c = self._commit(commit)
-            try:
-                obj = c.tree / path.strip("/")
-            except KeyError:
-                raise Stalled(f"{path} is not in commit {c.hexsha[:12]}") from None
-            if not isinstance(obj, Blob):
-                raise Stalled(f"{path} in commit {c.hexsha[:12]} is not a file")
-            return obj
+            sha = str(c.hexsha)
+            cached = self._trees.get(sha)
+            if cached is not None:
+                self._trees.move_to_end(sha)
+                return cached
+            listing = self.git("ls-tree", "-r", "-z", "--full-tree", sha)
+            self._check(listing, f"cannot list the files of commit {sha[:12]}")
+            tree = parse_ls_tree(sha, listing.out)
+            self._trees[sha] = tree
+            while len(self._trees) > _TREES_KEPT:
+                self._trees.popitem(last=False)
+            return tree
+
+    def _entry(self, commit: str, path: str) -> str:
+        """The blob id of a file or symlink at `path`; Stalled when there is none."""
+        tree = self.tree(commit)
+        key = path.strip("/")
+        oid = tree.files.get(key) or tree.symlinks.get(key)
+        if oid is None:
+            raise Stalled(f"{path} is not in commit {tree.commit[:12]}")
+        return oid
 
     def files(self, commit: str) -> list[str]:
-        """Every file (blob) path in the commit's tree, sorted; submodules are not files."""
-        with self.lock:
-            tree = self._commit(commit).tree
-            return sorted(str(item.path) for item in tree.traverse() if isinstance(item, Blob))
+        """Every regular file path in the commit's tree, sorted; submodules and symlinks are not files."""
+        return sorted(self.tree(commit).files)
+
+    def symlinks(self, commit: str) -> list[str]:
+        """Every symlink in the commit's tree (to a file or a directory: git stores both as mode 120000)."""
+        return sorted(self.tree(commit).symlinks)
 
     def read(self, commit: str, path: str) -> bytes:
+        """The bytes of a file (or a symlink's target text) through GitPython's persistent `cat-file --batch`."""
+        oid = self._entry(commit, path)
         with self.lock:
-            data: bytes = self._blob(commit, path).data_stream.read()
+            data: bytes = self.repo.odb.stream(bytes.fromhex(oid)).read()
             return data
 
     def blob_id(self, commit: str, path: str) -> str:
-        return str(self._blob(commit, path).hexsha)
+        return self._entry(commit, path)
 
     def exists(self, commit: str, path: str) -> bool:
         """Whether `path` is a file in the commit (a missing commit is still an error)."""
-        with self.lock:
-            c = self._commit(commit)
-            try:
-                return isinstance(c.tree / path.strip("/"), Blob)
-            except KeyError:
-                return False
+        return path.strip("/") in self.tree(commit).files
 
     def commit_info(self, commit: str) -> CommitInfo:
         with self.lock:

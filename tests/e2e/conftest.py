@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -18,6 +19,7 @@ _ROOT = Path(__file__).resolve().parents[2]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
+from pgbed import PGBed, PGBedError  # noqa: E402
 from sshbed import Host, SSHBed, SSHBedError  # noqa: E402
 from world import World, make_world  # noqa: E402
 
@@ -47,17 +49,38 @@ def hermetic_git() -> Iterator[None]:
                 os.environ[k] = v
 
 
-@pytest.fixture(scope="session")
-def sshbed() -> Iterator[SSHBed]:
-    """Real sshd hosts on 127.0.0.1 (`sshbed.add_host(name)`), a test user, a client key and a known_hosts."""
+class _Bed(Protocol):
+    def close(self) -> None: ...
+
+
+B = TypeVar("B", bound=_Bed)
+
+
+@contextmanager
+def _session_bed(make: Callable[[], B], errors: type[Exception], what: str) -> Iterator[B]:
+    """A test bed for the session: made once (a clear failure when it cannot be), always closed."""
     try:
-        bed = SSHBed()
-    except SSHBedError as e:
-        pytest.fail(f"cannot set up the SSH test bed: {e}", pytrace=False)
+        bed = make()
+    except errors as e:
+        pytest.fail(f"cannot {what}: {e}", pytrace=False)
     try:
         yield bed
     finally:
         bed.close()
+
+
+@pytest.fixture(scope="session")
+def sshbed() -> Iterator[SSHBed]:
+    """Real sshd hosts on 127.0.0.1 (`sshbed.add_host(name)`), a test user, a client key and a known_hosts."""
+    with _session_bed(SSHBed, SSHBedError, "set up the SSH test bed") as bed:
+        yield bed
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PGBed]:
+    """A private PostgreSQL server for the session (`postgres.create_db()` gives each test its own database)."""
+    with _session_bed(PGBed, PGBedError, "start the test PostgreSQL") as bed:
+        yield bed
 
 
 @pytest.fixture(scope="session")

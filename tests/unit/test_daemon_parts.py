@@ -20,9 +20,10 @@ import pytest
 
 from reconciler.apply.hotdeploy import ServerResult
 from reconciler.daemon.conditions import ClusterStatus, Event, StatusStore, backoff
+from reconciler.daemon.drift import drift_items
 from reconciler.daemon.http import Server, is_watched, push_ref, verify_signature
 from reconciler.daemon.logsetup import setup
-from reconciler.daemon.loop import Daemon, drift_items
+from reconciler.daemon.loop import Daemon
 from reconciler.daemon.notify import Notifier, body, safe_url
 from reconciler.engine.results import ApplyReport, PlanReport, error_outcome
 from reconciler.errors import Busy, HostKeyError, ModulesInvalid, Stalled, Unreachable
@@ -532,7 +533,7 @@ def test_classify_sorts_outcomes_by_what_to_do() -> None:
 
 
 def test_one_daemon_per_state_dir(tmp_path: Path) -> None:
-    from reconciler.daemon.loop import DaemonLock, running_daemon
+    from reconciler.daemon.client import DaemonLock, running_daemon
 
     first = DaemonLock(tmp_path)
     first.acquire()

@@ -57,6 +57,9 @@ class Reader:
     def files(self, commit: str) -> list[str]:
         return sorted(self.data)
 
+    def symlinks(self, commit: str) -> list[str]:
+        return []
+
     def read(self, commit: str, path: str) -> bytes:
         return self.data[path]
 

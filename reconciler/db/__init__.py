@@ -1,0 +1,1 @@
+"""The state database: its schema, its migrations, and leader election on it."""
