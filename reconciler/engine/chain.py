@@ -4,6 +4,12 @@ Flux's controllers chain small steps and always patch status at the end; this mo
 each step hands plain data to the next, and whatever happens after the commit is known (a refusal, a failure on
 a server, success) ends up as records in the commit's git note. The CLI and the daemon both call this module;
 neither knows how a step is done.
+
+Each apply is a `_Run`: the commit's desired state is built once for it (or handed in by the daemon) and passed
+down to observe, plan, hot-deploy and rollouts; each step is journalled before its side effect
+(`engine/journal.py`), and the run's finaliser writes the note whatever ends it (success, an exception, Ctrl-C,
+SIGTERM). A run that was SIGKILLed is finished by the next one, first thing. What comes back is typed: an
+`ApplyReport` whose `cluster(name)` is a `ClusterOutcome`, and `Record`s with `Reason` enums.
 """
 
 from __future__ import annotations
