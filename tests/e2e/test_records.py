@@ -137,3 +137,21 @@ def test_a_note_kept_locally_is_pushed_by_a_later_apply_with_nothing_to_do(world
     r = world.cli("apply")
     assert r.returncode == 0 and "nothing was touched" in r.stdout, r.stdout + r.stderr
     assert len(note(world, commit)) == 12
+
+
+def test_the_daemons_first_poll_finishes_the_record_of_a_killed_apply(world: World) -> None:
+    for s in world.servers:
+        world.set_faults(s, deploy_delay=1.0)
+    commit = world.commit({"zato-gitops.yaml": world.manifest(), **MODULES})
+    proc = start_apply(world)
+    try:
+        wait_for_line(proc, "to confirm in logs/server.log")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    d = world.daemon()
+    d.wait_applied(commit)
+    records = note(world, commit)
+    # the killed run's confirmations, read from the logs; nothing deployed twice
+    assert len(records) == 12 and {x["outcome"] for x in records} == {"confirmed"}
+    assert len({x["run"] for x in records}) == 1
