@@ -39,6 +39,7 @@ runs_t = Table(
     Column("by", String(200), nullable=False),
     Column("host", String(200), nullable=False),
     Column("pid", Integer, nullable=False),
+    Column("pid_start", String(32), nullable=False),  # the process's start (pids are reused)
     Column("started", String(40), nullable=False),
     Column("updated", String(40), nullable=False),
     Column("state", String(10), nullable=False),  # open | closed

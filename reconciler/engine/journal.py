@@ -35,7 +35,7 @@ from reconciler.db.migrate import migrate
 from reconciler.db.schema import journal_t as entries_t
 from reconciler.db.schema import runs_t
 from reconciler.gitrepo.records import INTERRUPTED, Action, Reason, Record
-from reconciler.locks import pid_alive
+from reconciler.locks import process_alive, process_start
 from reconciler.settings import Settings
 
 #: a run of another host whose journal did not move for this long is taken to be dead
@@ -115,7 +115,8 @@ class Journal:
         ts = _now()
         with self._tx() as c:
             c.execute(insert(runs_t).values(run_id=run_id, commit_sha=commit, by=by, host=self.host,
-                                            pid=os.getpid(), started=ts, updated=ts, state="open"))
+                                            pid=os.getpid(), pid_start=process_start(os.getpid()), started=ts,
+                                            updated=ts, state="open"))
 
     def _add(self, run_id: str, kind: str, data: Mapping[str, Any]) -> int:
         ts = _now()
@@ -188,8 +189,9 @@ class Journal:
         return run
 
     def unfinished(self, exclude: str = "") -> list[str]:
-        """Runs left open by a reconciler that is gone (killed): on this host its pid is dead; on another host
-        its journal has not moved for `STALE_AFTER`. Oldest first."""
+        """Runs left open by a reconciler that is gone (killed): on this host its process is gone (its pid is dead,
+        or now names a process that started later); on another host its journal has not moved for
+        `STALE_AFTER`. Oldest first."""
         with self._tx() as c:
             rows = c.execute(select(runs_t).where(runs_t.c.state == "open").order_by(runs_t.c.started)).mappings().all()
         stale = (datetime.now(UTC) - STALE_AFTER).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -197,7 +199,8 @@ class Journal:
         for r in rows:
             if r["run_id"] == exclude:
                 continue
-            if (not pid_alive(r["pid"])) if r["host"] == self.host else r["updated"] < stale:
+            mine = r["host"] == self.host
+            if (not process_alive(r["pid"], r["pid_start"])) if mine else r["updated"] < stale:
                 out.append(r["run_id"])
         return out
 

@@ -103,6 +103,15 @@ def test_the_next_run_finishes_a_killed_runs_record_first(bed: GitBed, engine: E
     assert engine.journal.unfinished() == []
 
 
+def test_a_pid_reused_by_a_later_process_does_not_keep_a_killed_run_open(engine: Engine, bed: GitBed) -> None:
+    """A container restarted after SIGKILL runs its reconciler under the same pid again."""
+    engine.journal.open("before-restart", "a" * 40, "ops@box")
+    assert engine.journal.unfinished() == []
+    with engine.journal.engine.begin() as c:
+        c.execute(update(runs_t).where(runs_t.c.run_id == "before-restart").values(pid_start="1"))
+    assert engine.journal.unfinished() == ["before-restart"]
+
+
 def test_a_killed_run_that_saw_nothing_leaves_a_note_only_when_it_did_something(
         bed: GitBed, engine: Engine) -> None:
     commit = bed.commit({"README": "x"}, "first")

@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("by", sa.String(200), nullable=False),
         sa.Column("host", sa.String(200), nullable=False),
         sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("pid_start", sa.String(32), nullable=False),
         sa.Column("started", sa.String(40), nullable=False),
         sa.Column("updated", sa.String(40), nullable=False),
         sa.Column("state", sa.String(10), nullable=False),
