@@ -5,6 +5,8 @@
 # Run as root on a Debian/Ubuntu machine with Python >= 3.11, git, openssh-server and this project's
 # dependencies installed (bash tests/run.sh installs them). Arguments are passed to bench.py, e.g.:
 #   bash bench/run.sh --tools zato-gitops,floor --rounds 5
+#   bash bench/run.sh --scale                      # the scale matrix (bench/scale.py), about 45 minutes
+#   bash bench/run.sh --scale --servers 1,10 --profile
 #
 # Each tool gets its own virtualenv under bench/.venvs (gitignored): pyinfra 3.10 needs paramiko<5, which
 # cannot share an environment with the paramiko 5 that zato-gitops uses. Only PyPI is needed: ansible-core
@@ -35,6 +37,16 @@ command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || {
 echo "== virtualenvs in $venvs"
 venv ansible 'ansible-core>=2.19,<2.20'
 venv pyinfra 'pyinfra>=3.10,<4' 'paramiko<5'
+
+if [ "${1:-}" = "--scale" ]; then
+    shift
+    command -v rsync >/dev/null || { echo "run.sh: --scale needs rsync: apt-get install -y rsync" >&2; exit 1; }
+    venv ansible-full 'ansible>=12'         # ansible.posix.synchronize ships in the community package
+    venv tools matplotlib py-spy            # the plot and the profiler: never the project's dependencies
+    echo "== scale.py $*"
+    cd "$here/.."
+    exec "$python" bench/scale.py "$@"
+fi
 
 echo "== bench.py $*"
 cd "$here/.."

@@ -66,6 +66,10 @@ class Unreachable(Transient):
     """A server could not be reached or did not answer in time."""
 
 
+class Interrupted(Transient):
+    """Work stopped before its next step (the cluster lease could not be renewed): it resumes at the next run."""
+
+
 class Busy(Transient):
     """Another zato-gitops holds the state dir's lock (a manual apply beside the daemon): try again shortly."""
 

@@ -44,11 +44,27 @@ res() {
   esac
 }
 repo=$(pwd -P)/config/repo
-work=$(res "$(ini main work_dir)" "$repo")
-pickup=$(res "$(ini hot_deploy pickup_dir)" "$repo")
-cwd=$(ini hot_deploy current_work_dir); [ -n "$cwd" ] || cwd=./hot-deploy/current
+# the running server's process: its environment can override server.conf (Zato_Config_Server_...)
+p=; state=none; envr=none
+if [ -s pidfile ]; then
+  p=$(cat pidfile)
+  if [ -d "/proc/$p" ]; then state="running $p"; else state="dead $p"; fi
+fi
+case $state in running*) if [ -r "/proc/$p/environ" ]; then envr=read; else envr=unreadable; fi ;; esac
+envv() {
+  [ "$envr" = read ] || return 0
+  tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null |
+    awk -v k="$1" 'index($0, k "=") == 1 { print substr($0, length(k) + 2); exit }'
+}
+setting() {
+  v=$(envv "Zato_Config_Server_server__conf_$1_$2")
+  if [ -n "$v" ]; then printf '%s\n' "$v"; else ini "$1" "$2"; fi
+}
+work=$(res "$(setting main work_dir)" "$repo")
+pickup=$(res "$(setting hot_deploy pickup_dir)" "$repo")
+cwd=$(setting hot_deploy current_work_dir); [ -n "$cwd" ] || cwd=./hot-deploy/current
 current=$(res "$cwd" "$work")
-ss=$(ini main service_sources); [ -n "$ss" ] || ss=./service-sources.txt
+ss=$(setting main service_sources); [ -n "$ss" ] || ss=./service-sources.txt
 echo "@@info"; cat .zato-info; echo
 echo "@@paths"
 echo "server_dir=$(pwd -P)"
@@ -58,22 +74,41 @@ echo "current_dir=$current"
 echo "service_sources=$(res "$ss" "$repo")"
 echo "gunicorn_bind=$(ini main gunicorn_bind)"
 echo "bind=$(ini main bind)"
+echo "environ=$envr"
+echo "@@overrides"
+for k in main.work_dir hot_deploy.pickup_dir hot_deploy.current_work_dir main.service_sources; do
+  [ -n "$(envv "Zato_Config_Server_server__conf_${k%%.*}_${k#*.}")" ] && echo "$k"
+done
+echo "@@extra"
+for k in Zato_Hot_Deploy_Dir ZATO_HOT_DEPLOY_DIR Zato_Project_Root; do
+  v=$(envv "$k"); [ -n "$v" ] && printf 'env %s %s\n' "$k" "$v"
+done
+if [ -f config/repo/pickup.conf ]; then
+  awk '
+    /^[ \t]*\[/ { x = $0; gsub(/[ \t\r\[\]]/, "", x); sec = x; next }
+    sec ~ /^hot-deploy\.user\./ {
+      i = index($0, "="); if (i == 0) next
+      key = substr($0, 1, i - 1); gsub(/^[ \t]+|[ \t\r]+$/, "", key)
+      if (key == "pickup_from") { v = substr($0, i + 1); gsub(/^[ \t]+|[ \t\r]+$/, "", v); print "conf " sec " " v }
+    }' config/repo/pickup.conf
+fi
 hashes() {
   [ -d "$1" ] || return 0
-  set -- "$1"/*.py
-  [ -f "$1" ] && sha256sum -- "$@"
+  find "$1" -maxdepth 1 -name '*.py' ! -name '.*' -type f -exec sha256sum -- {} + 2>/dev/null
   return 0
 }
 echo "@@current"; hashes "$current"
 echo "@@pickup"; hashes "$pickup"
 echo "@@log"; stat -c '%s %i' logs/server.log 2>/dev/null || echo "0 0"
-echo "@@pid"
-if [ -s pidfile ]; then
-  p=$(cat pidfile)
-  if [ -d "/proc/$p" ]; then echo "running $p"; else echo "dead $p"; fi
-else echo "none"; fi
+echo "@@pid"; echo "$state"
 sources=$(res "$ss" "$repo")
-if [ -f "$sources" ]; then echo "@@sources present"; sed 's/^/|/' "$sources"; else echo "@@sources missing"; fi
+if [ -f "$sources" ]; then
+  # awk ends every line it prints, so a file without a final newline (a fresh quickstart's) cannot glue our
+  # next marker to its last entry; whether the file had one is said on the header
+  if [ -s "$sources" ] && [ -n "$(tail -c 1 -- "$sources")" ]; then echo "@@sources present no-eol"
+  else echo "@@sources present"; fi
+  awk '{ print "|" $0 }' "$sources"
+else echo "@@sources missing"; fi
 shift
 for spec in "$@"; do
   mode=${spec%%:*}; p=${spec#*:}
@@ -94,7 +129,7 @@ def _sections(text: str) -> dict[str, list[str]]:
     kept as the first line of their section (static sections are keyed by their whole header)."""
     out: dict[str, list[str]] = {}
     current: list[str] | None = None
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): a CRLF file's `\r` belongs to its lines
         if line.startswith("@@"):
             header = line[2:].strip()
             name, _, arg = header.partition(" ")
@@ -140,6 +175,27 @@ _FATAL = {
 }
 
 
+def _sources_text(section: list[str]) -> str | None:
+    """service-sources.txt byte for byte (CRLF and a missing final newline kept): the plan compares it whole."""
+    head = section[0].split()
+    if head[:1] != ["present"]:
+        return None
+    text = "".join(line[1:] + "\n" for line in section[1:] if line.startswith("|"))
+    return text[:-1] if "no-eol" in head[1:] and text.endswith("\n") else text
+
+
+def _extra_pickup(lines: list[str], server_dir: str) -> tuple[str, ...]:
+    """Folders the server watches besides its pickup dir: `Zato_Hot_Deploy_Dir` / `ZATO_HOT_DEPLOY_DIR`
+    (`:`-joined), `Zato_Project_Root`, and pickup.conf's `[hot-deploy.user.*] pickup_from`."""
+    found: list[str] = []
+    for line in lines:
+        origin, _, rest = line.partition(" ")
+        _name, _, value = rest.partition(" ")
+        base = posixpath.join(server_dir, "config", "repo") if origin == "conf" else server_dir
+        found += [posixpath.normpath(posixpath.join(base, v.strip())) for v in value.split(":") if v.strip()]
+    return tuple(dict.fromkeys(found))
+
+
 def parse_observation(cluster: Cluster, server: Server, text: str) -> ObservedServer:
     """The pure half of observe: script output -> ObservedServer. Raises Stalled for a server dir that is wrong."""
     sec = _sections(text)
@@ -176,8 +232,7 @@ def parse_observation(cluster: Cluster, server: Server, text: str) -> ObservedSe
         if key.startswith("static "):
             mode, _, path = key[len("static ") :].partition(":")
             static[path] = _hashes(lines, _REL.get(mode, posixpath.basename))
-    src = sec.get("sources") or ["missing"]
-    sources_text = None if src[0] != "present" else "".join(line[1:] + "\n" for line in src[1:])
+    sources_text = _sources_text(sec.get("sources") or ["missing"])
     current = _hashes(sec.get("current", []))
     pickup = _hashes(sec.get("pickup", []))
     return ObservedServer(
@@ -192,6 +247,9 @@ def parse_observation(cluster: Cluster, server: Server, text: str) -> ObservedSe
         pid=int(pid.split()[1]) if pid.split()[1:] and pid.split()[1].isdigit() else None,
         static=static,
         sources_text=sources_text,
+        environ=kv.get("environ", "none"),
+        overrides=tuple(line for line in sec.get("overrides", []) if line),
+        extra_pickup=_extra_pickup([line for line in sec.get("extra", []) if line], server_dir),
     )
 
 

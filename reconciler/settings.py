@@ -40,6 +40,9 @@ class Settings(BaseModel):
     connect_timeout: float = Field(10.0, gt=0)
     command_timeout: float = Field(60.0, gt=0)
     parallelism: int = Field(16, ge=1, description="Servers observed and confirmed at once.")
+    # the cluster lease (docs/rollouts.md): kept on a server of each cluster while a reconciler changes it
+    lease_ttl: float = Field(60.0, ge=3, description="Seconds a cluster lease lasts unless renewed (every third).")
+    lease_wait: float = Field(0.0, ge=0, description="Seconds to wait for another reconciler's lease, then refuse.")
     # the daemon
     interval: float = Field(60.0, gt=0, description="Seconds between two polls of the branch head.")
     jitter: float = Field(0.1, ge=0, le=1, description="Fraction of the interval added at random.")

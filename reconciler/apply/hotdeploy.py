@@ -51,28 +51,35 @@ INSTALL_SCRIPT = r"""
 stage=$1; pickup=$2; deployed=$3; need=$4
 [ -d "$pickup" ] || { echo "@@nopickup"; exit 5; }
 mkdir -p -- "$stage" 2>/dev/null || { echo "@@nostage cannot create $stage"; exit 7; }
-find "$stage" -mindepth 1 -maxdepth 1 -name 'run.*' -mmin +60 -exec rm -rf -- {} + 2>/dev/null
+for old in "$stage"/run.*; do
+  [ -e "$old" ] && find "$stage" -mindepth 1 -maxdepth 1 -name 'run.*' -mmin +60 -exec rm -rf -- {} + 2>/dev/null
+  break
+done
+set -f  # no globbing from here on: names below are split on blanks, never expanded
 set -- "$stage" "$pickup"
 [ "$deployed" = "$pickup" ] || [ ! -d "$deployed" ] || set -- "$@" "$deployed"
-short=$(for d in "$@"; do
-  printf '%s %s %s\n' "$(stat -c %d -- "$d")" "$(df -Pk -- "$d" | awk 'NR == 2 { print $4 }')" "$d"
-done | awk -v need="$need" '
-  { m = $1; want[m] += need
-    if (!(m in free)) { free[m] = $2 * 1024; dir[m] = substr($0, length($1) + length($2) + 3); order[++n] = m } }
-  END { for (i = 1; i <= n; i++) { m = order[i]
-          if (want[m] > free[m]) { printf "%.0f %.0f %s\n", free[m], want[m], dir[m]; exit } } }')
+short=$({ stat -c %d -- "$@"; echo @@; df -Pk -- "$@"; echo @@; printf '%s\n' "$@"; } | awk -v need="$need" '
+  $0 == "@@" { part++; i = 0; next }
+  part == 0 { dev[++n] = $0; next }
+  part == 1 { if (i++ > 0) avail[i - 1] = $4 * 1024; next }
+  { dir[++k] = $0 }
+  END {
+    for (j = 1; j <= n; j++) { m = dev[j]; want[m] += need; if (!(m in first)) first[m] = j }
+    for (j = 1; j <= n; j++) { m = dev[j]
+      if (first[m] == j && want[m] > avail[j]) { printf "%.0f %.0f %s\n", avail[j], want[m], dir[j]; exit } } }')
 [ -z "$short" ] || { echo "@@space $short"; exit 6; }
 run=$(mktemp -d "$stage/run.XXXXXX") || { echo "@@nostage cannot create a run dir in $stage"; exit 7; }
 trap 'rm -rf -- "$run"' EXIT
 tar -x -f - -C "$run" 2>"$run/err" || { echo "@@nostage $(head -c 300 "$run/err")"; exit 7; }
 cd "$run/files" || exit 7
-bad=$(sha256sum -c --quiet ../sums 2>/dev/null | sed -n 's/: FAILED.*$//p')
-[ -z "$bad" ] || { echo "@@bad" $bad; exit 3; }
+failed() { printf '%s\n' "$1" | sed -n 's/: FAILED.*$//p'; }
+out=$(sha256sum -c --quiet ../sums 2>/dev/null) || { echo "@@bad" $(failed "$out"); exit 3; }
 awk '{ print $2 }' ../sums | xargs cp -t "$pickup" -- 2>"$run/err"; copied=$?
 cd "$pickup" || exit 4
-bad=$(sha256sum -c --quiet "$run/sums" 2>/dev/null | sed -n 's/: FAILED.*$//p')
+bad=""; verified=0
+out=$(sha256sum -c --quiet "$run/sums" 2>/dev/null) || { verified=1; bad=$(failed "$out"); }
 for b in $bad; do rm -f -- "$pickup/$b"; done
-if [ -n "$bad" ] || [ "$copied" != 0 ]; then echo "@@failed" $bad "$(head -c 300 "$run/err")"; exit 4; fi
+if [ "$verified" != 0 ] || [ "$copied" != 0 ]; then echo "@@failed" $bad "$(head -c 300 "$run/err")"; exit 4; fi
 echo "@@copied"
 """
 

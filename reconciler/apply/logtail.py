@@ -3,7 +3,8 @@
 Zato's log rotates (RotatingFileHandler: server.log -> server.log.1). The read script is given the offset and the
 inode seen at observe time; when the inode changed or the file shrank, it sends the rest of server.log.1 (if that
 is the old file) and then the new server.log from its start. Only whole lines are consumed, so a line being
-written while we read is read whole next time.
+written while we read is read whole next time. Lines come out clean (`clean_line`): Zato 3.2 wraps log levels in
+ANSI colour codes, and nothing read here may carry an escape character to a person, a JSON report or a git note.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from reconciler.core.state import LogMark
 from reconciler.errors import Unreachable
 from reconciler.transport import Transport, script_argv
+from reconciler.zato.logscan import clean_line
 
 READ_SCRIPT = r"""
 f=$1; off=$2; ino=$3
@@ -39,7 +41,11 @@ class LogChunk:
 def _whole_lines(data: bytes) -> tuple[list[str], int]:
     end = data.rfind(b"\n") + 1
     text = data[:end].decode("utf-8", "replace")
-    return [line for line in text.split("\n") if line], end
+    return _clean(text.split("\n")), end
+
+
+def _clean(lines: list[str]) -> list[str]:
+    return [c for c in (clean_line(line) for line in lines) if c]
 
 
 def parse_read(output: bytes, mark: LogMark) -> LogChunk:
@@ -51,7 +57,7 @@ def parse_read(output: bytes, mark: LogMark) -> LogChunk:
     lines: list[str] = []
     if rest.startswith(b"@@old\n"):
         old, _, rest = rest[len(b"@@old\n") :].partition(b"\n@@end-old\n")
-        lines += [line for line in old.decode("utf-8", "replace").split("\n") if line]
+        lines += _clean(old.decode("utf-8", "replace").split("\n"))
     if rest.startswith(b"@@rotated\n"):
         new_lines, consumed = _whole_lines(rest[len(b"@@rotated\n") :])
         return LogChunk(lines + new_lines, LogMark(mark.path, consumed, inode))

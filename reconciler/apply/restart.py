@@ -6,6 +6,13 @@ the port is free (or start would fail with "Address already taken"), and after s
 ``Started `server@cluster` `` past the offset taken before the stop and `zato wait` gets an answer from
 /zato/ping. Zato starts even when a service source fails to import, so the log between start and ready is read
 for `Could not load source` / `Could not import module` lines naming what we installed.
+
+Two things a real 3.2 server was seen doing (docs/zato-facts.md): `zato start` prints OK and exits 0 even when the
+server then dies while importing, so the wait for ready also watches the process and fails as soon as it is gone
+(never a server reported ready that is not running); and a server that died leaves a stale pidfile, on which
+`zato stop` and `zato info` exit 16 (`ProcessLookupError`, `NoSuchProcess`). Such a server is already stopped: the
+stale pidfile is deleted, exactly as `zato start` itself deletes it, and the restart goes on. A start takes 9-16 s
+before /zato/ping answers (32 s was seen once on a loaded machine), well inside the default `ready_timeout`.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ from dataclasses import dataclass, field
 from reconciler.apply.logtail import read_log
 from reconciler.core.state import LogMark
 from reconciler.errors import ReconcilerError
-from reconciler.transport import Transport, script_argv
+from reconciler.transport import RunResult, Transport, script_argv
+from reconciler.zato.logscan import clean_line
 from reconciler.zato.profiles import COULD_NOT_IMPORT, COULD_NOT_LOAD, STARTED
 
 WAIT_GONE_SCRIPT = r"""
@@ -40,6 +48,18 @@ RUNNING_SCRIPT = r"""
 cd "$1" || exit 2
 if [ -s pidfile ] && [ -d "/proc/$(cat pidfile)" ]; then echo "running $(cat pidfile)"; else echo stopped; fi
 """
+
+#: delete the pidfile only if it still names the same dead process (what `zato start` does with a stale one)
+CLEAR_STALE_SCRIPT = r"""
+cd "$1" || exit 2
+[ -f pidfile ] || { echo absent; exit 0; }
+p=$(cat pidfile)
+if [ -n "$p" ] && [ -d "/proc/$p" ]; then echo "alive $p"; exit 1; fi
+rm -f pidfile && echo "cleared $p"
+"""
+
+#: consecutive polls that must find the process gone before a start is declared dead (the pidfile may lag)
+DEAD_POLLS = 2
 
 HAPROXY_SCRIPT = r"""
 sock=$1; cmd=$2
@@ -97,11 +117,20 @@ class ServerControl:
 
     def stop(self, timeout: float) -> None:
         pid = self.running_pid()
+        if pid is None:
+            self.clear_stale_pidfile()  # `zato stop` would exit 16 on it (ProcessLookupError)
         r = self.t.run([self.zato, "stop", self.dir], timeout=timeout)
-        # 2: no pidfile (already stopped); 16: the pid in the pidfile is dead. Both leave nothing to stop.
-        if r.exit_code not in (0, 2, 16):
-            raise ReconcilerError(f"`zato stop` exited {r.exit_code}: {(r.text() + r.err_text()).strip()}")
+        # 2: no pidfile (already stopped). 16 is an exception: a stale pidfile when the process is gone (then
+        # nothing is left to stop), anything else (e.g. the process belongs to another user) is an error
+        if r.exit_code == 16 and self.running_pid() is None:
+            self.clear_stale_pidfile()
+        elif r.exit_code not in (0, 2):
+            raise ReconcilerError(f"`zato stop` exited {r.exit_code}: {_said(r)}")
         self.wait_gone(pid, timeout)
+
+    def clear_stale_pidfile(self) -> None:
+        """Delete a pidfile naming a process that is gone, as `zato start` does; a live one is left alone."""
+        self.t.run(script_argv(CLEAR_STALE_SCRIPT, self.dir))
 
     def wait_gone(self, pid: int | None, timeout: float) -> None:
         limit = max(1, int(timeout))
@@ -112,13 +141,15 @@ class ServerControl:
     def start(self, timeout: float) -> None:
         r = self.t.run([self.zato, "start", self.dir], timeout=timeout)
         if not r.ok:
-            raise ReconcilerError(f"`zato start` exited {r.exit_code}: {(r.text() + r.err_text()).strip()}")
+            raise ReconcilerError(f"`zato start` exited {r.exit_code}: {_said(r)}")
 
     def wait_ready(self, mark: LogMark, timeout: float) -> Readiness:
-        """Until the log shows Started past `mark` and /zato/ping answers (`zato wait`), or the timeout."""
+        """Until the log shows Started past `mark` and /zato/ping answers (`zato wait`), or the timeout. A server
+        whose process is gone meanwhile is not ready, whatever `zato start` printed: that fails at once."""
         deadline = self.clock() + timeout
         lines: list[str] = []
         started = False
+        gone = 0
         while not started:
             chunk = read_log(self.t, mark)
             mark = chunk.mark
@@ -126,6 +157,13 @@ class ServerControl:
             started = any(STARTED.search(line) for line in chunk.lines)
             if started:
                 break
+            gone = gone + 1 if self.running_pid() is None else 0
+            if gone >= DEAD_POLLS:
+                last = read_log(self.t, mark)  # its last words
+                lines, mark = lines + last.lines, last.mark
+                return Readiness(
+                    False, lines, "the server died while starting (`zato start` said OK); see its log lines", mark
+                )
             if self.clock() >= deadline:
                 return Readiness(False, lines, f"no `Started` line in logs/server.log within {timeout:.0f} s", mark)
             self.sleep(self.poll)
@@ -141,6 +179,11 @@ class ServerControl:
         answer = r.text().strip()
         if not r.ok or answer:
             raise ReconcilerError(f"HAProxy refused `{cmd}` on {socket}: {answer or r.err_text()}")
+
+
+def _said(r: RunResult) -> str:
+    """What a `zato` command printed, clean of escape sequences (it may quote the server's coloured stderr)."""
+    return "\n".join(clean_line(line) for line in (r.text() + r.err_text()).strip().splitlines())
 
 
 def source_failures(lines: Sequence[str], managed: Sequence[str]) -> list[str]:

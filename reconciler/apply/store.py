@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +39,8 @@ Status = Literal["pending", "running", "interrupted", "halted", "finished", "can
 #: a rollout in one of these still has work to do ("interrupted": the run working on it was stopped or killed)
 OPEN: tuple[Status, ...] = ("pending", "running", "interrupted", "halted")
 
+#: a server in one of these steps may be down because of us: it is brought back before any other is stopped
+DOWN: tuple[str, ...] = ("stopping", "starting", "waiting", "verifying")
 #: the steps of one server, in order; "done" and "rolled-back" are final
 Step = Literal["pending", "writing", "stopping", "starting", "waiting", "verifying", "done", "failed", "rolled-back"]
 
@@ -53,7 +55,6 @@ rollouts_t = Table(
     Column("created", String(40), nullable=False),
     Column("updated", String(40), nullable=False),
     Column("message", Text, default=""),
-    Column("hosts_written", Text, default="[]"),
 )
 servers_t = Table(
     "zg_rollout_servers",
@@ -62,12 +63,20 @@ servers_t = Table(
     Column("server", String(200), primary_key=True),
     Column("position", Integer, nullable=False),
     Column("step", String(20), nullable=False),
-    Column("wrote_shared", Integer, default=0),
     Column("log_size", Integer),
     Column("log_inode", Integer),
     Column("started", String(40)),
     Column("ready", String(40)),
     Column("detail", Text, default=""),
+)
+#: what each server of a rollout was planned with (`core.plan.Restart.to_dict()` as JSON): the operations its turn
+#: carries out (Alembic revision 0003).
+plans_t = Table(
+    "zg_rollout_plans",
+    metadata,
+    Column("rollout_id", String(32), primary_key=True),
+    Column("server", String(200), primary_key=True),
+    Column("plan", Text, nullable=False),
 )
 
 
@@ -80,7 +89,6 @@ class ServerProgress:
     server: str
     position: int
     step: str
-    wrote_shared: bool = False
     log_size: int | None = None
     log_inode: int | None = None
     started: str | None = None
@@ -98,7 +106,6 @@ class Rollout:
     created: str
     updated: str
     message: str = ""
-    hosts_written: list[str] = field(default_factory=list)
     servers: list[ServerProgress] = field(default_factory=list)
 
     @property
@@ -134,16 +141,30 @@ class RolloutStore:
         with self.engine.begin() as conn:
             yield conn
 
-    def create(self, cluster: str, commit: str, servers: list[str], *, status: Status, window: str | None) -> Rollout:
+    def create(
+        self, cluster: str, commit: str, plans: Mapping[str, dict[str, Any]], *, status: Status, window: str | None
+    ) -> Rollout:
+        """A new rollout of the servers in `plans` (in its order), each with the operations it was planned with."""
         rid = uuid.uuid4().hex[:10]
         ts = now()
         with self._tx() as c:
             c.execute(insert(rollouts_t).values(
                 id=rid, cluster=cluster, commit_sha=commit, status=status, window=window, created=ts, updated=ts,
-                message="", hosts_written="[]"))
-            for i, s in enumerate(servers):
+                message=""))
+            for i, (s, p) in enumerate(plans.items()):
                 c.execute(insert(servers_t).values(rollout_id=rid, server=s, position=i, step="pending", detail=""))
+                c.execute(insert(plans_t).values(rollout_id=rid, server=s, plan=json.dumps(p, sort_keys=True)))
         return self.get(rid)
+
+    def plan_of(self, rid: str, server: str) -> dict[str, Any] | None:
+        """What `server` was planned with in rollout `rid` (None for a rollout made before plans were kept)."""
+        with self._tx() as c:
+            row = c.execute(select(plans_t.c.plan).where(plans_t.c.rollout_id == rid, plans_t.c.server == server)
+                            ).first()
+        if row is None:
+            return None
+        data: dict[str, Any] = json.loads(row[0])
+        return data
 
     def get(self, rid: str) -> Rollout:
         with self._tx() as c:
@@ -180,16 +201,7 @@ class RolloutStore:
         with self._tx() as c:
             c.execute(update(rollouts_t).where(rollouts_t.c.id == rid).values(**values))
 
-    def add_host_written(self, rid: str, host: str) -> None:
-        r = self.get(rid)
-        hosts = sorted({*r.hosts_written, host})
-        with self._tx() as c:
-            c.execute(update(rollouts_t).where(rollouts_t.c.id == rid).values(
-                hosts_written=json.dumps(hosts), updated=now()))
-
     def update_server(self, rid: str, server: str, **values: Any) -> None:
-        if "wrote_shared" in values:
-            values["wrote_shared"] = int(bool(values["wrote_shared"]))
         with self._tx() as c:
             c.execute(update(servers_t).where(servers_t.c.rollout_id == rid, servers_t.c.server == server)
                       .values(**values))
@@ -203,10 +215,9 @@ def _rollout(row: Any, rows: Any) -> Rollout:
     return Rollout(
         id=row["id"], cluster=row["cluster"], commit=row["commit_sha"], status=row["status"], window=row["window"],
         created=row["created"], updated=row["updated"], message=row["message"] or "",
-        hosts_written=json.loads(row["hosts_written"] or "[]"),
         servers=[
             ServerProgress(
-                server=r["server"], position=r["position"], step=r["step"], wrote_shared=bool(r["wrote_shared"]),
+                server=r["server"], position=r["position"], step=r["step"],
                 log_size=r["log_size"], log_inode=r["log_inode"], started=r["started"], ready=r["ready"],
                 detail=r["detail"] or "",
             )

@@ -17,9 +17,11 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler import __version__
-from reconciler.errors import ManifestInvalid, ReconcilerError
+from reconciler.db import first_line
+from reconciler.errors import ManifestInvalid, ReconcilerError, Transient
 from reconciler.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -69,6 +71,11 @@ def handle_errors(f: F) -> F:
             return f(*args, **kwargs)
         except ReconcilerError as e:
             err.print(f"[bold red]error:[/] {e.render()}", markup=True, highlight=False)
+            sys.exit(EXIT_ERROR)
+        except SQLAlchemyError as e:
+            why = Transient(f"the state database cannot be used: {first_line(e)}",
+                            hint="check `state_db` in the config and that the database answers")
+            err.print(f"[bold red]error:[/] {why.render()}", markup=True, highlight=False)
             sys.exit(EXIT_ERROR)
         except KeyboardInterrupt:
             err.print("interrupted")
@@ -275,11 +282,10 @@ def status(as_json: bool, **kw: Any) -> None:
     <state_dir>/status.json. Exit 0 when every cluster is Ready, 1 otherwise (or when nothing is known yet).
     """
     from reconciler.daemon.client import call, running_daemon
-    from reconciler.daemon.conditions import StatusStore
 
     settings = make_settings(kw)
     info = running_daemon(settings.state_dir)
-    data = call(info, "GET", "/api/status") if info else StatusStore.for_settings(settings).load().to_dict()
+    data = call(info, "GET", "/api/status") if info else _stored_status(settings)
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
@@ -296,7 +302,9 @@ def print_status(data: dict[str, Any], *, running: bool, state_dir: Path) -> Non
     d = data.get("daemon") or {}
     src = data.get("source") or {}
     if running:
-        out.print(f"daemon pid {d.get('pid')} at {d.get('url')}, started {d.get('started')}")
+        two_nodes = d.get("role") and not str(d.get("role_reason", "")).startswith("single node")
+        role = f"; {d['role']}: {d.get('role_reason', '')}" if two_nodes else ""
+        out.print(f"daemon pid {d.get('pid')} at {d.get('url')}, started {d.get('started')}{role}")
     else:
         out.print(f"no daemon runs on {state_dir}; as last recorded:")
     out.print(f"branch head {(src.get('revision') or '-')[:12]}, last poll {src.get('last_poll_at_iso') or '-'}")
@@ -334,6 +342,16 @@ def print_status(data: dict[str, Any], *, running: bool, state_dir: Path) -> Non
         if cl.get("drift"):
             dr = cl["drift"]
             out.print(f"{cl['name']}: drift {dr['action']} at {dr.get('found_at_iso')}: {'; '.join(dr['items'])}")
+
+
+def _stored_status(settings: Settings) -> dict[str, Any]:
+    from reconciler.daemon.conditions import StatusStore
+
+    store = StatusStore.for_settings(settings).load()
+    if store.db_error:
+        raise Transient(f"the state database cannot be used: {store.db_error}",
+                        hint="check `state_db` in the config and that the database answers")
+    return store.to_dict()
 
 
 def _set_suspended(clusters: tuple[str, ...], suspended: bool, kw: dict[str, Any]) -> None:

@@ -67,12 +67,13 @@ def _print_restarts(console: Console, cp: ClusterPlan, head: str, at_once: int, 
     when = f", in the window '{window}'" if window else ""
     console.print(Text(f"{head}: restart required on {names} (rolling, {at_once} at a time{when})", style="bold"))
     for r in cp.restarts:
-        console.print(f"  {r.server}: restart required")
+        console.print(f"  {r.server}: restart required ({'; '.join(r.why)})")
         for c in r.changes:
             console.print(f"    {_MARK[c.change]} {c.path}  {short(c.old_sha256)} -> {short(c.new_sha256)}")
         for c in r.shared:
+            whose = "written here" if r.writes_shared else "written by another server of the host"
             console.print(f"    {_MARK[c.change]} {c.path}  {short(c.old_sha256)} -> {short(c.new_sha256)}"
-                          f"  (extra path, shared by host {r.host})")
+                          f"  (extra path, shared by host {r.host}; {whose})")
     for b in cp.restart_blocked:
         console.print(Text(f"  blocked: {b}", style="red"))
 

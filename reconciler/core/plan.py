@@ -7,22 +7,34 @@ tests/unit/golden/ pin its behaviour, including the no-change case that must giv
 Static rules (what Zato reads only at start: service_sources trees, service-sources.txt, extra_paths):
 - each server's trees are compared file by file (added, changed, removed), and its service-sources.txt is
   compared with what it would be with the reconciler's block set; any difference means "restart required";
-- extra_paths live in the install, shared by every server of one host: each of those servers is restarted, but
-  apply writes the files once per host;
+- extra_paths live in the install, shared by every server of one host: each of those servers is restarted, and
+  the plan names the one server per host that writes the files (the first of that host in manifest order); the
+  others restart because of them without writing them;
 - a rolling restart needs every server of the cluster running, or it would have two down at once.
+
+Each `Restart` is the whole of what apply does to that server (prepare, then execute, as pyinfra splits them):
+the files it writes with their old and new sha256, the new service-sources.txt, the shared files it writes or only
+restarts for, why it restarts, and the paths apply needs to stop and start it. `apply` persists these objects in
+the rollout store and carries them out at each server's turn; it never plans again there.
 
 Hot-deploy rules (facts in docs/zato-facts.md):
 - a module is deployed when its sha256 differs from what any server of the cluster runs (added or changed);
 - on 2.0 to 3.3 one drop into one running server's pickup dir fans out to the cluster, so the module is dropped
   once and every server must confirm it; on 4.1 each differing server gets its own copy and confirms it;
 - a cluster with a server that is not running cannot confirm a hot-deploy: the plan says so and apply refuses it.
+
+Notes (said, never acted on) keep the plan truthful about what the servers will do on their own:
+- on 2.0 to 3.3 the cluster's ODB remembers every hot-deployed module: one missing from a server's
+  work/hot-deploy/current comes back at that server's next start, so deleting it there undeploys nothing;
+- the server process's environment may override server.conf's pickup dir (observe reads /proc/<pid>/environ
+  and deploys to the folder the server really watches), and extra user pickup folders import code in place.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from reconciler.core.state import Desired, DesiredCluster, ObservedCluster, ObservedServer, StaticTree
@@ -46,13 +58,41 @@ class FileChange:
 
 @dataclass(frozen=True)
 class Restart:
-    """A server that must be restarted to install static changes."""
+    """A server that must be restarted to install static changes: the operations apply carries out for it."""
 
     server: str
     host: str  # servers with the same host share the install's zato_extra_paths
     changes: tuple[FileChange, ...]  # the server's own: service_sources trees and service-sources.txt
-    shared: tuple[FileChange, ...]  # extra_paths of its host's install, written once per host
+    shared: tuple[FileChange, ...]  # extra_paths of its host's install: a reason to restart, written once per host
     sources_text: str | None = None  # the new service-sources.txt, when it changes
+    #: whether this server writes its host's shared files (the first server of the host with shared changes)
+    writes_shared: bool = True
+    #: why the server restarts, one sentence per reason (what `plan` prints and the rollout store keeps)
+    why: tuple[str, ...] = ()
+    #: where apply finds the server (resolved from its server.conf when planned)
+    server_dir: str = ""
+    work_dir: str = ""
+    log: str = ""
+    port: int = 17010
+
+    @property
+    def writes(self) -> tuple[FileChange, ...]:
+        """Every file this server's turn writes, in order: its own, then the shared ones it is the writer of."""
+        return (*self.changes, *(self.shared if self.writes_shared else ()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-native: the same shape `plan --json` prints for it."""
+        data: dict[str, Any] = json.loads(json.dumps(asdict(self)))
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Restart:
+        """The inverse of `to_dict` (the rollout store keeps restarts as JSON)."""
+        values = dict(data)
+        for key in ("changes", "shared"):
+            values[key] = tuple(FileChange(**c) for c in values.get(key, ()))
+        values["why"] = tuple(values.get("why", ()))
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -168,7 +208,7 @@ def plan_cluster(desired: DesiredCluster, observed: ObservedCluster) -> ClusterP
                     f"{s.name} is not running, so it cannot confirm a hot-deploy; start it "
                     f"(zato start {s.paths.server_dir}) and run again"
                 )
-    restarts = tuple(r for s in servers if (r := restart_for(desired, s)) is not None)
+    restarts = shared_writers(tuple(r for s in servers if (r := restart_for(desired, s)) is not None))
     restart_blocked = tuple(
         f"{s.name} is not running; a rolling restart now would have it and another server down at once. "
         f"Start it (zato start {s.paths.server_dir}) and run again"
@@ -180,10 +220,47 @@ def plan_cluster(desired: DesiredCluster, observed: ObservedCluster) -> ClusterP
         "the manifest's profile is used (log lines, fan-out), so correct zato_version if the server is right"
         for s in servers
         if s.zato_version and profile_of(s.zato_version) not in (None, desired.spec.zato_version)
-    )
+    ) + _server_notes(desired, servers)
     return ClusterPlan(
         desired.name, desired.spec.zato_version, tuple(hot), tuple(blocked), notes, restarts, restart_blocked
     )
+
+
+def _server_notes(desired: DesiredCluster, servers: list[ObservedServer]) -> tuple[str, ...]:
+    """What the servers do on their own that the plan cannot change: ODB resurrection, environment overrides,
+    user pickup folders."""
+    notes: list[str] = []
+    for s in servers:
+        if "hot_deploy.pickup_dir" in s.overrides:
+            notes.append(
+                f"{s.name}: the server's environment overrides server.conf's pickup_dir "
+                f"(Zato_Config_Server_server__conf_hot_deploy_pickup_dir); modules go to {s.paths.pickup_dir}, "
+                "the folder it really watches"
+            )
+        elif s.overrides:
+            notes.append(f"{s.name}: the server's environment overrides server.conf's {', '.join(s.overrides)}")
+        if s.extra_pickup:
+            notes.append(
+                f"{s.name}: also imports modules in place from {', '.join(s.extra_pickup)} (Zato_Hot_Deploy_Dir or "
+                "pickup.conf); zato-gitops deploys to the pickup dir only, so a module of the same name there wins "
+                "or loses by whichever the server reads last"
+            )
+        if s.running and s.environ == "unreadable":
+            notes.append(
+                f"{s.name}: its process's environment cannot be read (another user's), so a Zato_Config_Server_... "
+                "override of the pickup dir would not be seen: server.conf's is used"
+            )
+    if desired.profile.fan_out:
+        everywhere = {m for s in servers for m in s.deployed}
+        for s in servers:
+            gone = sorted(m for m in everywhere - set(s.deployed) if m not in desired.modules)
+            if gone:
+                notes.append(
+                    f"{s.name}: {', '.join(gone)} deployed on other servers but missing from its "
+                    f"{s.paths.deployed_dir}; if hot-deployed, the cluster's ODB deploys it there again at its next "
+                    "start (deleting a module from current/ undeploys nothing)"
+                )
+    return tuple(notes)
 
 
 def profile_of(version: str) -> str | None:
@@ -219,7 +296,8 @@ def tree_changes(tree: StaticTree, server_dir: str, observed: dict[str, str] | N
 
 
 def restart_for(desired: DesiredCluster, obs: ObservedServer) -> Restart | None:
-    """The static changes one server needs, or None; also used by the rollout at the server's own turn."""
+    """The static changes one server needs, or None (as if it were the only server of its host: `plan_cluster`
+    then names one writer of the shared files per host)."""
     server_dir = obs.paths.server_dir
     own: list[FileChange] = []
     for tree in desired.sources:
@@ -239,7 +317,47 @@ def restart_for(desired: DesiredCluster, obs: ObservedServer) -> Restart | None:
         shared += tree_changes(tree, server_dir, dict(obs.static.get(tree.path_on(server_dir), {})))
     if not own and not shared:
         return None
-    return Restart(obs.name, host_key(desired, obs.name), tuple(own), tuple(shared), new_text)
+    host = host_key(desired, obs.name)
+    return Restart(obs.name, host, tuple(own), tuple(shared), new_text, True, _why(own, shared, host),
+                   server_dir, obs.paths.work_dir, obs.paths.log, port_of(obs.paths.bind))
+
+
+def port_of(bind: str) -> int:
+    """The port of a server.conf `bind` (host:port); Zato's default 17010 when it cannot be read."""
+    try:
+        return int(bind.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return 17010
+
+
+def shared_writers(restarts: tuple[Restart, ...]) -> tuple[Restart, ...]:
+    """Name one writer of each host's shared files (the first server of the host, in manifest order); the other
+    servers of that host still restart, since their install changes under them, but write nothing shared."""
+    seen: dict[str, str] = {}
+    out: list[Restart] = []
+    for r in restarts:
+        if not r.shared:
+            out.append(r)
+            continue
+        writer = seen.setdefault(r.host, r.server)
+        mine = writer == r.server
+        why = r.why if mine else (*r.why[:-1], f"extra_paths of its host ({r.host}) change: "
+                                               f"{len(r.shared)} file{'s' if len(r.shared) != 1 else ''}, "
+                                               f"written by {writer}")
+        out.append(replace(r, writes_shared=mine, why=why))
+    return tuple(out)
+
+
+def _why(own: list[FileChange], shared: list[FileChange], host: str) -> tuple[str, ...]:
+    out: list[str] = []
+    sources = [c for c in own if c.kind == "source"]
+    if sources:
+        out.append(f"service_sources change: {len(sources)} file{'s' if len(sources) != 1 else ''}")
+    if any(c.kind == "service-sources" for c in own):
+        out.append("service-sources.txt changes")
+    if shared:
+        out.append(f"extra_paths of its host ({host}) change: {len(shared)} file{'s' if len(shared) != 1 else ''}")
+    return tuple(out)
 
 
 def _sha(text: str | None) -> str | None:

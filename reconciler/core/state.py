@@ -137,6 +137,12 @@ class ObservedServer:
     static: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     #: service-sources.txt as it is on the server; None when the file is missing
     sources_text: str | None = None
+    #: the running server's environment: `read`, `unreadable` (another user's process) or `none` (not running)
+    environ: str = "none"
+    #: server.conf keys (`hot_deploy.pickup_dir`, ...) the server's environment overrides
+    overrides: tuple[str, ...] = ()
+    #: folders the server watches besides its pickup dir (Zato_Hot_Deploy_Dir, pickup.conf user sections)
+    extra_pickup: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 
 from reconciler.daemon.conditions import StatusStore
+from reconciler.db import first_line
 from reconciler.db.leader import LeaderElsewhere, no_leader
 from reconciler.db.schema import scope_name
 from reconciler.errors import Stalled, Transient
@@ -125,4 +126,4 @@ def _no_leader(settings: Settings) -> Iterator[None]:
                       hint="run the command on the node where a daemon runs (a standby forwards it to the leader)"
                       ) from e
     except psycopg.Error as e:
-        raise Transient(f"cannot reach the state database: {str(e).strip().splitlines()[0] if str(e) else e}") from e
+        raise Transient(f"cannot reach the state database: {first_line(e)}") from e

@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from reconciler.db import first_line
 from reconciler.db.schema import scope_name
 from reconciler.db.status import StatusRow
 from reconciler.settings import Settings
@@ -359,18 +360,15 @@ class StatusStore:
     def load(self) -> StatusStore:
         with self.lock:
             try:
-                if self.row is not None:
-                    found = self.row.read()
-                    self.db_error = ""
-                    if found is None:
-                        return self
-                    data = found
-                else:
-                    data = json.loads(self.path.read_text(encoding="utf-8"))
+                found = self.row.read() if self.row is not None else None
+                self.db_error = ""
+                # no document in the database yet: a node moving to a shared state_db brings its status.json
+                # along (suspend flags, last applied revisions); the next save writes it to the database
+                data = found if found is not None else json.loads(self.path.read_text(encoding="utf-8"))
             except FileNotFoundError:
                 return self
             except SQLAlchemyError as e:
-                self.db_error = _db_error(e)
+                self.db_error = first_line(e)
                 return self
             except (OSError, ValueError):
                 # a corrupt file only loses history the daemon rebuilds at its first poll; never refuse to start
@@ -405,7 +403,7 @@ class StatusStore:
                     self.row.write(self.to_dict())
                     self.db_error = ""
                 except SQLAlchemyError as e:  # kept in memory; written by the next save that reaches the database
-                    self.db_error = _db_error(e)
+                    self.db_error = first_line(e)
                 return
             text = json.dumps(self.to_dict(), indent=2)
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -419,8 +417,3 @@ class StatusStore:
                     os.unlink(tmp)
                 raise
 
-
-
-def _db_error(e: SQLAlchemyError) -> str:
-    """The first line of a database error, without SQLAlchemy's background link."""
-    return str(getattr(e, "orig", None) or e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from reconciler.core.plan import ClusterPlan
 from reconciler.core.state import Desired
 from reconciler.daemon.conditions import iso, short
-from reconciler.daemon.outcome import Ledger
+from reconciler.daemon.outcome import Ledger, expected
 from reconciler.engine.chain import Engine
 from reconciler.engine.results import ApplyReport, error_outcome
 from reconciler.errors import ReconcilerError
@@ -116,7 +116,7 @@ class DriftCheck:
             result = engine.apply(only=[name], commit=revision, desired=desired)
             outcome = result.cluster(name)
         except Exception as e:
-            if not isinstance(e, ReconcilerError):
+            if not expected(e):
                 log.exception("%s: unexpected error while healing drift", name)
             outcome = error_outcome(e)
         self.metrics.reconcile_duration.labels(name, "drift").observe(time.monotonic() - started)

@@ -26,6 +26,12 @@ the engine's `stop` event, which long work checks between server steps (a rollin
 is on; no new cluster is started), waits for the running job, writes the status and exits 0. One daemon per state
 dir: `<state_dir>/daemon.lock` (an flock, released by the kernel if the process dies), beside the engine's
 per-apply `<state_dir>/lock`.
+
+With a shared `state_db` (PostgreSQL), two daemons on two nodes elect a leader (`db/leader.py`): the scheduler
+runs, and the poll (with the rollouts whose window started) and the drift check act, only while this daemon
+leads (`_on_role`); a standby serves the HTTP endpoint, forwards webhooks and requests to the leader and shows the
+status the leader wrote. Losing the lead sets `halt`, which the engine checks between server steps, exactly as
+SIGTERM does.
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ from reconciler.daemon.drift import DriftCheck
 from reconciler.daemon.http import Server, parse_listen
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.notify import Notifier
-from reconciler.daemon.outcome import Ledger
+from reconciler.daemon.outcome import Ledger, expected
 from reconciler.db.leader import Election, SingleNode
 from reconciler.db.schema import scope_name
 from reconciler.engine.chain import Engine
@@ -214,9 +220,7 @@ class Daemon:
                         extra={"event": "standby"})
             return
         if self.leader.shared:
-            self.status.load()  # what the last leader knew
-            for cs in self.status.clusters.values():
-                self.ledger.gauges(cs)
+            self._load_shared()  # what the last leader knew
         if self.scheduler is None:
             return
         if not self.stop.is_set():
@@ -249,9 +253,18 @@ class Daemon:
             self.request_reconcile(names, why, force=bool(request.get("force")))
 
     # --- what the HTTP endpoint calls --------------------------------------------------------------------------
-    def status_dict(self) -> dict[str, Any]:
+    def _follow(self) -> None:
+        """A standby shows what the leader wrote (status and cluster gauges), not what it knew when it started."""
         if self.leader.shared and not self.leader.is_leader:
-            self.status.load()  # a standby shows what the leader wrote
+            self._load_shared()
+
+    def _load_shared(self) -> None:
+        self.status.load()
+        for cs in self.status.clusters.values():
+            self.ledger.gauges(cs)
+
+    def status_dict(self) -> dict[str, Any]:
+        self._follow()
         data = self.status.to_dict()
         data["daemon"] = dict(self.status.daemon) | {
             "role": self.leader.role, "role_reason": self.leader.reason,
@@ -285,6 +298,7 @@ class Daemon:
         return True, f"last poll {age:.0f} s ago"
 
     def metrics_text(self) -> tuple[bytes, str]:
+        self._follow()
         return self.metrics.render(), self.metrics.content_type
 
     def count_webhook(self, provider: str, result: str) -> None:
@@ -494,7 +508,7 @@ class Daemon:
             report = self.engine.apply(only=[name], commit=head, desired=desired)
             outcome = report.cluster(name)
         except Exception as e:  # every error ends in the status; nothing escapes the loop
-            if not isinstance(e, ReconcilerError):
+            if not expected(e):
                 log.exception("%s: unexpected error while applying %s", name, short(head))
             outcome = error_outcome(e)
         self.metrics.reconcile_duration.labels(name, "deploy").observe(time.monotonic() - started)

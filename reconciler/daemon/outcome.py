@@ -13,12 +13,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from reconciler.daemon.conditions import ClusterStatus, Event, ServerState, StatusStore
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.notify import Notifier
 from reconciler.engine.results import ApplyReport, PlanReport
+from reconciler.errors import ReconcilerError
 
 log = logging.getLogger("zato_gitops.daemon")
+
+
+def expected(e: Exception) -> bool:
+    """An error the daemon reports in one line (no traceback): ours, or the state database going away."""
+    return isinstance(e, ReconcilerError | SQLAlchemyError)
 
 
 class Ledger:

@@ -15,7 +15,10 @@ Timing (`failover_timeout`, T, 15 s by default): a standby tries the lock every 
 loses the lock at once (its socket closes); a host that vanishes without closing its socket is detected by the
 server's TCP keepalives, set on the session to idle T/3, interval T/6, two probes (about 2T/3). So a standby takes
 over within T. The leader checks its own session every T/3 (`SELECT 1`, bounded by `tcp_user_timeout`), and steps
-down when it cannot: its caller stops acting. The leader LISTENs on a channel of its scope; a standby forwards the
+down when it cannot: its caller stops acting (the server step under way is finished; a rollout stops at the next
+server). After an outage that ended both sessions (the database restarted), a daemon that was standby waits two
+ticks before trying the lock, so the last leader, if alive, leads again and finishes what it was doing, instead of
+the standby repeating that step beside it. The leader LISTENs on a channel of its scope; a standby forwards the
 webhooks and reconcile requests it receives with `NOTIFY`, so nothing a git host sends is lost to the standby.
 
 With SQLite (one node's state dir) there is nobody to share with: `SingleNode` is always the leader.
@@ -33,6 +36,7 @@ from typing import Any, Literal
 import psycopg
 from sqlalchemy.engine import make_url
 
+from reconciler.db import first_line
 from reconciler.db.migrate import advisory_key, migrate
 from reconciler.db.schema import scope_key
 
@@ -113,6 +117,8 @@ class Election:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._send = threading.Lock()
+        #: a standby that lost its session lets the last leader try the lock first when the database is back
+        self._yield_once = False
 
     @property
     def is_leader(self) -> bool:
@@ -154,7 +160,7 @@ class Election:
                 conn.execute("SELECT pg_notify(%s, %s)", [self.channel, json.dumps(request)])
             return ""
         except psycopg.Error as e:
-            return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return first_line(e)
 
     def _set(self, role: Role, reason: str) -> None:
         if (role, reason) != (self.role, self.reason):
@@ -169,8 +175,9 @@ class Election:
                 self._step(on_request)
             except (psycopg.Error, OSError) as e:
                 self._drop()
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                self._set("unavailable", f"the state database is unreachable: {first}")
+                if self.role == "standby":
+                    self._yield_once = True
+                self._set("unavailable", f"the state database is unreachable: {first_line(e)}")
             except Exception as e:  # the election thread must outlive anything; it is what recovers
                 log.exception("leader election failed unexpectedly")
                 self._set("unavailable", f"leader election failed: {e}")
@@ -186,6 +193,12 @@ class Election:
         if self._conn is None:
             self._conn = self._connect()
             migrate(self.url)
+            if self._yield_once:
+                # the database is back after an outage that took both sessions: the daemon that led before gets
+                # the first try (it may be in the middle of a server step it should finish, not see repeated)
+                self._yield_once = False
+                self._set("standby", "the state database is back; the last leader may lead again first")
+                self._stop.wait(2 * self.tick)
         conn = self._conn
         if self.role != "leader":
             row = conn.execute("SELECT pg_try_advisory_lock(%s)", [self.key]).fetchone()

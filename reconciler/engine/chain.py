@@ -14,6 +14,7 @@ SIGTERM). A run that was SIGKILLed is finished by the next one, first thing. Wha
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import socket
 import threading
@@ -25,11 +26,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.apply.hotdeploy import ServerResult, await_confirmations, hot_deploy
+from reconciler.apply.lease import Lease, LeaseSite
 from reconciler.apply.rollout import RestartOutcome, RolloutRunner
 from reconciler.apply.store import OPEN, Rollout, RolloutStore
 from reconciler.core.desired import build_desired
 from reconciler.core.plan import ClusterPlan, Plan, plan
-from reconciler.core.state import Desired, Module, ObservedServer
+from reconciler.core.state import Desired, DesiredCluster, Module
 from reconciler.engine.facts import FactFile
 from reconciler.engine.journal import (
     HotDeployStep,
@@ -41,12 +43,12 @@ from reconciler.engine.journal import (
 )
 from reconciler.engine.results import ApplyReport, PlanReport
 from reconciler.engine.scheduler import next_window, window_due, window_open
-from reconciler.errors import Busy, ReconcilerError, Stalled
+from reconciler.errors import Busy, ReconcilerError, Stalled, Unreachable
 from reconciler.gitrepo.notes import Audit, PushResult, format_at
 from reconciler.gitrepo.records import INTERRUPTED, Action, Reason, Record
 from reconciler.gitrepo.source import Source
 from reconciler.locks import LockHeld, PidLock
-from reconciler.observe import observe_all, observe_server
+from reconciler.observe import observe_all
 from reconciler.settings import Settings
 from reconciler.transport.connect import Connections
 from reconciler.transport.ssh import SSHOptions
@@ -178,14 +180,22 @@ class Engine:
             run.add([run.record(Action.REFUSED, "failed", detail=e.message, reason=Reason.COMMIT_INVALID)])
             raise
         result = ApplyReport(PlanReport(commit, desired, {}, plan(desired, {}), []), run_id=run.id)
-        for rollout in self.store.all(("running", "interrupted")):
-            if only is None or rollout.cluster in only:
-                self._run_rollout(run, rollout.id, conns, result)
-        report = self.observe(desired, conns, only)
-        result.report = report
-        for cluster_plan in report.plan.clusters:
-            if not cluster_plan.empty:
-                self._apply_cluster(run, desired, report, cluster_plan, conns, result)
+        names = [c.name for c in desired.clusters if only is None or c.name in only]
+        with contextlib.ExitStack() as leases:
+            # the leases come first: the plan must be made while no other reconciler changes the servers
+            held = self._take_leases(leases, [desired.cluster(n) for n in names], conns)
+            for rollout in self.store.all(("running", "interrupted")):
+                if (only is None or rollout.cluster in only) and rollout.cluster in held:
+                    self._run_rollout(run, rollout.id, conns, result, held[rollout.cluster])
+            report = self.observe(desired, conns, names)
+            result.report = report
+            for cluster_plan in report.plan.clusters:
+                if cluster_plan.empty:
+                    continue
+                if cluster_plan.cluster not in held:  # came back between the lease and the observe
+                    result.refused[cluster_plan.cluster] = ["no server answered when its lease was taken"]
+                    continue
+                self._apply_cluster(run, desired, report, cluster_plan, conns, result, held[cluster_plan.cluster])
         unreachable = [run.record(Action.OBSERVE, "failed", cluster=c, server=s, detail=err.message,
                                   reason=Reason.HOST_KEY_UNKNOWN if isinstance(err, Stalled)
                                   else Reason.SERVERS_UNREACHABLE)
@@ -194,9 +204,29 @@ class Engine:
         result.records = run.records
         return result
 
+    def _take_leases(
+        self, stack: contextlib.ExitStack, clusters: list[DesiredCluster], conns: Connections
+    ) -> dict[str, Lease]:
+        """Hold the lease of every cluster (released when `stack` closes), or raise `LeaseHeld` having taken none.
+        A cluster with no reachable server gets no lease: it cannot be observed, so nothing changes there."""
+        held: dict[str, Lease] = {}
+        for dc in clusters:
+            lease = self.lease(dc, conns)
+            try:
+                stack.enter_context(lease.held())
+            except Unreachable:
+                continue
+            held[dc.name] = lease
+        return held
+
+    def lease(self, dc: DesiredCluster, conns: Connections) -> Lease:
+        sites = [LeaseSite(s.name, s.path, conns.get(dc.spec, s)) for s in dc.spec.servers]
+        return Lease(dc.name, sites, owner=self.by, state_dir=str(self.settings.state_dir),
+                     ttl=self.settings.lease_ttl, wait=self.settings.lease_wait)
+
     def _apply_cluster(
         self, run: _Run, desired: Desired, report: PlanReport, cluster_plan: ClusterPlan, conns: Connections,
-        result: ApplyReport,
+        result: ApplyReport, lease: Lease,
     ) -> None:
         name, commit = cluster_plan.cluster, desired.commit
         dc = desired.cluster(name)
@@ -248,13 +278,13 @@ class Engine:
             return
         for old in self.store.all(OPEN, cluster=name):
             self.store.set_status(old.id, "superseded", f"superseded by commit {commit[:12]}")
-        servers_in_order = [s.name for s in spec.servers]
+        plans = {r.server: r.to_dict() for r in cluster_plan.restarts}  # what `plan` showed, carried out as is
         window = spec.rollout.window
         if window and window_open(window, datetime.now(UTC)):
             self.progress(f"{name}: the rollout window '{window}' is open now")
             window = None
         if window:
-            rollout = self.store.create(name, commit, servers_in_order, status="pending", window=window)
+            rollout = self.store.create(name, commit, plans, status="pending", window=window)
             start = next_window(window, datetime.now(UTC))
             when = start.isoformat() if start else "never"
             result.scheduled[name] = (rollout.id, when)
@@ -262,10 +292,10 @@ class Engine:
             run.add([run.record(Action.ROLLOUT_SCHEDULED, "pending", cluster=name, rollout=rollout.id,
                                 reason=Reason.WAITING_FOR_WINDOW, detail=f"window '{window}', next {when}")])
             return
-        rollout = self.store.create(name, commit, servers_in_order, status="running", window=None)
+        rollout = self.store.create(name, commit, plans, status="running", window=None)
         self.progress(f"{name}: rolling restart {rollout.id} of {len(cluster_plan.restarts)} server(s), "
                       f"{spec.rollout.max_unavailable} at a time")
-        self._run_rollout(run, rollout.id, conns, result)
+        self._run_rollout(run, rollout.id, conns, result, lease)
 
     # --- the run and its record step -----------------------------------------------------------------------
     @property
@@ -282,7 +312,7 @@ class Engine:
         try:
             yield run
         except BaseException as e:
-            self.progress(f"the run was interrupted ({type(e).__name__}); recording what was done so far")
+            self.progress(f"the run ended early ({type(e).__name__}); recording what was done so far")
             raise
         finally:
             run.note = self._finish(run.id, conns, wait=False, desireds=run.desireds)
@@ -380,21 +410,17 @@ class Engine:
             self._store = RolloutStore.for_settings(self.settings)
         return self._store
 
-    def _run_rollout(self, run: _Run, rid: str, conns: Connections, result: ApplyReport | None = None) -> None:
+    def _run_rollout(self, run: _Run, rid: str, conns: Connections, result: ApplyReport | None, lease: Lease) -> None:
+        """Carry out a persisted rollout as it was planned (the commit's files, each server's stored operations),
+        with the commit's desired state built once for the run."""
         rollout = self.store.get(rid)
         run.add(self._unrecorded_restarts(run, rollout))
         dc = run.desired(rollout.commit).cluster(rollout.cluster)
         spec = dc.spec
         transports = {s.name: conns.get(spec, s) for s in spec.servers}
-        by_name = {s.name: s for s in spec.servers}
-
-        def observe_one(server: str) -> ObservedServer:
-            s = by_name[server]
-            return observe_server(transports[server], spec, s, self.settings.command_timeout, dc)
-
         op = self.journal.rollout(run.id, rollout)
-        runner = RolloutRunner(self.store, dc, transports, observe_one, progress=self.progress, stop=self.stop,
-                               poll=self.settings.confirm_poll)
+        runner = RolloutRunner(self.store, dc, transports, progress=self.progress, stop=self.stop,
+                               poll=self.settings.confirm_poll, guard=lease.check)
         outcomes = runner.run(rollout)
         final = self.store.get(rid)
         if result is not None:
@@ -404,8 +430,8 @@ class Engine:
             rec = run.record(Action.RESTART, o.outcome, commit=rollout.commit, cluster=rollout.cluster,
                              server=o.server, rollout=rid, started=o.started, ready=o.ready,
                              duration=round(o.duration, 2), files=tuple(o.files))
-            if o.outcome == INTERRUPTED:
-                continue  # the server was not touched; the rollout resumes at it
+            if o.outcome in (INTERRUPTED, "unreachable"):
+                continue  # not finished: the run that finishes it records it
             if not o.ok:
                 rec = rec.but(detail=(o.error + "\n" + "\n".join(o.lines[-10:]))[-2000:],
                               reason=Reason.ROLLED_BACK if o.outcome == "rolled-back" else Reason.RESTART_FAILED)
@@ -437,8 +463,10 @@ class Engine:
             with self.connections() as conns:
                 self._recover(conns, desireds)
                 with self._run(rollout.commit, conns, desireds) as run:
-                    result = ApplyReport(PlanReport(rollout.commit, run.desired(rollout.commit), {}, Plan("", ()), []))
-                    self._run_rollout(run, rollout.id, conns, result)
+                    desired = run.desired(rollout.commit)
+                    result = ApplyReport(PlanReport(rollout.commit, desired, {}, Plan("", ()), []))
+                    with self.lease(desired.cluster(rollout.cluster), conns).held() as lease:
+                        self._run_rollout(run, rollout.id, conns, result, lease)
             final, outcomes = result.rollouts[rollout.cluster]
             return final, outcomes
 

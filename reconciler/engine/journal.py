@@ -11,7 +11,7 @@ rollout store, writes the note and marks the rollout interrupted.
 
 SQLAlchemy Core, in the same database as the rollout store (the state database: SQLite in the state dir, or the
 shared `state_db`), so a standby reconciler on a shared database can finish a run its peer did not. Two tables,
-declared in `db/schema.py` and created by migration 0003: `zg_runs` (one row per run: commit, who, host and pid,
+declared in `db/schema.py` and created by migration 0004: `zg_runs` (one row per run: commit, who, host and pid,
 open or closed) and `zg_journal` (its entries in order, deleted once the run's note is written).
 """
 

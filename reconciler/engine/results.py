@@ -10,11 +10,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from reconciler.apply.hotdeploy import ServerResult
+from reconciler.apply.lease import LeaseHeld
 from reconciler.apply.rollout import RestartOutcome
 from reconciler.apply.store import Rollout
 from reconciler.core.plan import Plan
 from reconciler.core.state import Desired, ObservedCluster
+from reconciler.db import first_line
 from reconciler.errors import (
     Busy,
     HostKeyError,
@@ -144,6 +148,8 @@ def cluster_outcome(report: ApplyReport, cluster: str) -> ClusterOutcome:
 
 #: an error that ended an apply -> its reason; the first class the error is an instance of wins
 ERROR_REASONS: tuple[tuple[type[ReconcilerError], Reason], ...] = (
+    # another reconciler (its own state dir, maybe another machine) holds the cluster's lease: wait for it
+    (LeaseHeld, Reason.CLUSTER_LEASED),
     (Busy, Reason.STATE_DIR_BUSY),  # a manual `apply` holds the state dir: that passes on its own
     (ManifestInvalid, Reason.MANIFEST_INVALID),
     (ModulesInvalid, Reason.MODULES_INVALID),
@@ -157,6 +163,8 @@ ERROR_REASONS: tuple[tuple[type[ReconcilerError], Reason], ...] = (
 
 def error_outcome(e: Exception) -> ClusterOutcome:
     """An apply that raised instead of returning a report: Stalled errors need a person, the rest may pass."""
+    if isinstance(e, SQLAlchemyError):
+        return ClusterOutcome(False, "transient", Reason.STATE_DB_UNREACHABLE, first_line(e))
     if not isinstance(e, ReconcilerError):
         return ClusterOutcome(False, "transient", Reason.INTERNAL_ERROR, f"{type(e).__name__}: {e}")
     reason = next(r for cls, r in ERROR_REASONS if isinstance(e, cls))

@@ -43,6 +43,8 @@ class Reason(StrEnum):
     WAITING_FOR_WINDOW = "WaitingForWindow"
     # an apply that raised before it had a report, by the kind of error
     STATE_DIR_BUSY = "StateDirBusy"
+    CLUSTER_LEASED = "ClusterLeased"
+    STATE_DB_UNREACHABLE = "StateDatabaseUnreachable"
     MANIFEST_INVALID = "ManifestInvalid"
     MODULES_INVALID = "ModulesInvalid"
     UNREACHABLE = "Unreachable"

@@ -346,12 +346,14 @@ class Source:
         """The commit's whole tree, read once (`git ls-tree -r -z`) and kept for the last few commits, so
         building the desired state costs one git call however many files it looks at."""
         with self.lock:
-            c = self._commit(commit)
-            sha = str(c.hexsha)
-            cached = self._trees.get(sha)
+            cached = self._trees.get(commit)  # a full sha, as the engine passes it: no git call at all
+            if cached is None:
+                c = self._commit(commit)
+                cached = self._trees.get(str(c.hexsha))
             if cached is not None:
-                self._trees.move_to_end(sha)
+                self._trees.move_to_end(cached.commit)
                 return cached
+            sha = str(c.hexsha)
             listing = self.git("ls-tree", "-r", "-z", "--full-tree", sha)
             self._check(listing, f"cannot list the files of commit {sha[:12]}")
             tree = parse_ls_tree(sha, listing.out)

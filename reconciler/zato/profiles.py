@@ -25,8 +25,17 @@ _UPLOADED_30 = re.compile(r"Uploaded package id:`(?P<id>\d+)`, payload_name:`(?P
 _NOT_DEPLOYED_20 = re.compile(r"Package id:\[(?P<id>\d+)\], payload_name:\[(?P<path>[^\]]+)\] has not been deployed")
 # `Could not load source, file_name:`<path>`, e:`<traceback>`` (3.x, 4.1; logged twice)
 _COULD_NOT_LOAD = re.compile(r"Could not load source, file_name:`(?P<path>[^`]+)`")
-# `No services nor models were deployed from module `my_mod.py``
-_NOTHING_DEPLOYED = re.compile(r"No services nor models were deployed from module `(?P<path>[^`]+)`")
+# `Deployed 1 model from ...`, `Deployed 2 connector types from ...` as well (4.1)
+_DEPLOYED_41 = re.compile(
+    r"Deployed (?P<count>\d+) (?:services?|models?|connector types?) from `(?P<path>[^`]+)`"
+    r"(?: -> (?P<services>\[.*\]))?"
+)
+# `No services nor models were deployed from module `my_mod.py`` (4.1: `No services, models nor connector types ...`)
+_NOTHING_DEPLOYED = re.compile(
+    r"No services(?: nor models|, models nor connector types) were deployed from module `(?P<path>[^`]+)`"
+)
+# WARNING `Could not import module `my_mod` to look for connectors` (4.1, before its `No services, models ...`)
+_NO_CONNECTORS_41 = re.compile(r"Could not import module `(?P<path>[^`]+)` to look for connectors")
 # `Could not import module `<entry>`` (service-sources.txt entry at start)
 _COULD_NOT_IMPORT = re.compile(r"Could not import module `(?P<path>[^`]+)`")
 # ``Started `server1@cluster` (pid: 1234)``
@@ -67,7 +76,9 @@ PROFILES: dict[VersionName, Profile] = {
     "3.0": Profile("3.0", _UPLOADED_30, (_COULD_NOT_LOAD,), True, True, "work", "close_write", "gunicorn_bind", False),
     "3.2": Profile("3.2", _DEPLOYED, (_COULD_NOT_LOAD,), True, True, "work", "close_write", "gunicorn_bind", False),
     "3.3": Profile("3.3", _DEPLOYED, (_COULD_NOT_LOAD,), True, True, "work", "poll", "gunicorn_bind", False),
-    "4.1": Profile("4.1", _DEPLOYED, (_COULD_NOT_LOAD,), False, False, "pickup", "poll", "bind", True),
+    "4.1": Profile(
+        "4.1", _DEPLOYED_41, (_COULD_NOT_LOAD, _NO_CONNECTORS_41), False, False, "pickup", "poll", "bind", True
+    ),
 }
 
 STARTED = _STARTED

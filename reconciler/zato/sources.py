@@ -5,6 +5,10 @@ starting with `#` skipped, relative entries resolved against the server director
 operator, so the reconciler owns only the lines between `# BEGIN zato-gitops` and `# END zato-gitops` and keeps
 every other line as it is. The shipped `./work/hot-deploy/current` line must stay last (Zato 3.0's own comment
 asks it; removing it loses every hot-deployed service at the next restart), so the block goes right before it.
+
+The file is rebuilt line by line, never appended to: a fresh quickstart writes it without a newline after the last
+line, and text added after such a file would glue two entries into one. Its line ends (LF or CRLF) and whether it
+ended with a newline are kept as they were, so a file we leave is the file the server and its operator know.
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ def entries(text: str | None) -> tuple[str, ...]:
 
 def render(text: str | None, lines: tuple[str, ...]) -> str:
     """The file with our block set to `lines` (removed when empty), every other line kept, placed before the
-    hot-deploy line so that line stays last."""
+    hot-deploy line so that line stays last. Line ends and the presence of a final newline are kept."""
+    eol = "\r\n" if text and "\r\n" in text else "\n"
+    final = eol if text is None or text.endswith(("\n", "\r")) or not text else ""
     kept: list[str] = []
     inside = False
     for raw in (text or "").splitlines():
@@ -57,8 +63,8 @@ def render(text: str | None, lines: tuple[str, ...]) -> str:
     if text is None:
         kept = [HOT_DEPLOY_LINE]
     if not lines:
-        return "\n".join(kept) + "\n" if kept else ""
+        return eol.join(kept) + final if kept else ""
     block = [BEGIN, _NOTE, *lines, END]
     at = next((i for i in range(len(kept) - 1, -1, -1) if kept[i].strip() == HOT_DEPLOY_LINE), None)
     new = [*kept, *block] if at is None else [*kept[:at], *block, *kept[at:]]
-    return "\n".join(new) + "\n"
+    return eol.join(new) + final

@@ -84,7 +84,7 @@ class World:
         bad = {k: v for k, v in results.items() if v.returncode != 0}
         assert not bad, f"zato start failed: {bad}"
         for s in self.servers:
-            s.wait_ready()
+            s.wait_ready(timeout=60)
 
     def events(self, kind: str) -> dict[str, int]:
         """How many times each server journalled `kind` (starting, ready, stopping, stopped)."""
@@ -315,16 +315,24 @@ class DaemonProc:
         return self.proc.returncode
 
 
-def make_world(bed: SSHBed, hosts: list[Host], version: str = "3.2", n: int = 3, **cluster_kw: Any) -> World:
+def make_world(
+    bed: SSHBed, hosts: list[Host], version: str = "3.2", n: int = 3, local: bool = False, **cluster_kw: Any
+) -> World:
+    """`local`: the servers belong to (and are started by) the user running the tests, for `transport: local`."""
     root = bed.workdir / f"w-{uuid.uuid4().hex[:8]}"
     root.mkdir()
     cluster = create_cluster(root, n, version=version, cluster="prod", **cluster_kw)
-    bed.chown_to_user(root)
+    if not local:
+        bed.chown_to_user(root)
     origin = root.parent / f"{root.name}-origin.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
     work = root.parent / f"{root.name}-work"
     subprocess.run(["git", "clone", "-q", str(origin), str(work)], check=True, capture_output=True)
     git(work, "checkout", "-q", "-b", "main")
     world = World(bed, hosts, root, cluster, origin, work, root.parent / f"{root.name}-state")
-    world.start_all()
+    if local:
+        world.extra_cluster["transport"] = "local"
+        cluster.start_all(timeout=60)
+    else:
+        world.start_all()
     return world

@@ -5,7 +5,10 @@ copied into each install by `create_install`; ./harness.py is the Python API tes
 """
 
 from .harness import (
+    FAST_START,
     RUNTIME_DIR,
+    SLOW_START,
+    SOURCES_STYLES,
     VERSIONS,
     Cluster,
     Install,
@@ -20,10 +23,14 @@ from .harness import (
     max_down_at_once,
     read_events,
     running_cluster,
+    sources_file,
 )
 
 __all__ = [
+    "FAST_START",
     "RUNTIME_DIR",
+    "SLOW_START",
+    "SOURCES_STYLES",
     "VERSIONS",
     "Cluster",
     "Install",
@@ -38,4 +45,5 @@ __all__ = [
     "max_down_at_once",
     "read_events",
     "running_cluster",
+    "sources_file",
 ]

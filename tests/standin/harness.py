@@ -58,6 +58,15 @@ SERVICE_SOURCES_HEADER = """\
 # hot-deployed are picked up last.
 """
 
+#: how service-sources.txt ends: as a fresh quickstart writes it (no newline after the last line, zato-facts.md
+#: section 8), or edited on Windows (CRLF), or with blanks after entries and blank lines at the end, or tidy
+SOURCES_STYLES = ("quickstart", "crlf", "trailing-blanks", "tidy")
+
+#: start timings: FAST for tests that are not about time; SLOW on the slow side of what a real 3.2 start takes
+#: (`zato start` prints OK after 2.5-3.2 s, /zato/ping answers 9-16 s after the start)
+FAST_START = {"start_ok_wait": 1.2, "start_delay": 0.3}
+SLOW_START = {"start_ok_wait": 3.0, "start_delay": 15.0}
+
 _installs: list[Install] = []
 
 
@@ -175,13 +184,22 @@ def create_server(
     log_max_bytes: int | None = None,
     stop_delay: float | None = None,
     service_sources: list[str] | None = None,
+    sources_style: str = "quickstart",
+    start_ok_wait: float | None = FAST_START["start_ok_wait"],
+    start_delay: float | None = FAST_START["start_delay"],
+    colour: bool = True,
+    environ: dict[str, str] | None = None,
 ) -> Path:
     """Create a server directory laid out like Zato's (zato-facts.md section 1) and return its path.
 
     `service_sources`: extra entries written into service-sources.txt before `./work/hot-deploy/current`
-    (ignored on 4.1, which has no such file). `events_journal`, `log_max_bytes` and `stop_delay` go to the
-    stand-in-only `[standin]` section of server.conf.
+    (ignored on 4.1, which has no such file), ending as `sources_style` says (see SOURCES_STYLES).
+    `events_journal`, `log_max_bytes`, `stop_delay`, `start_ok_wait`, `start_delay` and `colour` go to the
+    stand-in-only `[standin]` section of server.conf (None: the runtime's realistic default). `environ`: variables
+    the server process gets (`<server>/standin-environ.json`, read by `zato start`).
     """
+    if sources_style not in SOURCES_STYLES:
+        raise ValueError(f"unknown sources_style {sources_style!r}; expected one of {SOURCES_STYLES}")
     if version not in VERSIONS:
         raise ValueError(f"unknown Zato version {version!r}; expected one of {VERSIONS}")
     server_dir = Path(server_dir).resolve()
@@ -214,6 +232,12 @@ def create_server(
         standin_lines.append(f"log_max_bytes={int(log_max_bytes)}")
     if stop_delay is not None:
         standin_lines.append(f"stop_delay={float(stop_delay)}")
+    if start_ok_wait is not None:
+        standin_lines.append(f"start_ok_wait={float(start_ok_wait)}")
+    if start_delay is not None:
+        standin_lines.append(f"start_delay={float(start_delay)}")
+    if not colour:
+        standin_lines.append("colour=false")
     conf = "\n".join(
         [
             "[main]",
@@ -240,9 +264,23 @@ def create_server(
     (repo / "server.conf").write_text(conf)
     if version != "4.1":
         entries = [*(service_sources or []), "./work/hot-deploy/current"]
-        (repo / "service-sources.txt").write_text(SERVICE_SOURCES_HEADER + "\n".join(entries) + "\n")
+        (repo / "service-sources.txt").write_bytes(sources_file(entries, sources_style).encode())
     (server_dir / "pickup" / "incoming" / "services" / "demo.py").write_text(DEMO_SERVICE)
+    if environ:
+        (server_dir / "standin-environ.json").write_text(json.dumps(environ))
     return server_dir
+
+
+def sources_file(entries: list[str], style: str = "quickstart") -> str:
+    """service-sources.txt holding `entries` after the shipped comments, ending the way `style` says."""
+    lines = [*SERVICE_SOURCES_HEADER.splitlines(), *entries]
+    if style == "quickstart":
+        return "\n".join(lines)
+    if style == "crlf":
+        return "\r\n".join(lines) + "\r\n"
+    if style == "trailing-blanks":
+        return "\n".join([*lines[:-len(entries)], *(f"{e}  \t" for e in entries), "   ", "", ""]) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 # ####################################################################################################################
@@ -471,8 +509,11 @@ def create_cluster(
     ports: list[int] | None = None,
     stop_delay: float | None = None,
     service_sources: list[str] | None = None,
+    **server_kw: object,
 ) -> Cluster:
-    """An install (unless given) plus `n` servers `server1..n` in `<root>/<cluster>/serverN` on free ports."""
+    """An install (unless given) plus `n` servers `server1..n` in `<root>/<cluster>/serverN` on free ports.
+
+    `server_kw` goes to every `create_server` (sources_style, start_ok_wait, start_delay, colour, environ)."""
     root = Path(root).resolve()
     install = install or create_install(root / "install", python)
     base = root / cluster
@@ -494,6 +535,7 @@ def create_cluster(
             events_journal=events,
             stop_delay=stop_delay,
             service_sources=service_sources,
+            **server_kw,  # type: ignore[arg-type]
         )
         result.servers.append(Server(install, path, name, version, ports[index]))
     return result

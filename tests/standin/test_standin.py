@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 
 from .harness import (
+    SOURCES_STYLES,
     Cluster,
     Server,
     create_cluster,
     create_install,
     create_server,
     free_port,
+    free_ports,
     kill_all_installs,
     max_down_at_once,
 )
@@ -124,9 +126,10 @@ def test_32_cluster_fan_out_failures_and_service_sources(tmp_path: Path) -> None
             assert set(server.services()) == {"b-orders.list-orders", "single.single"}
             assert "demo.demo" not in server.services()  # present at start: not hot-deployed on 3.2
             lines = [line for line in log.splitlines() if " - zato." in line]
+            # Zato 3.2 wraps the level in ANSI colour codes (zato-facts.md section 8)
+            levels = {"\x1b[1;37mINFO\x1b[0m", "\x1b[1;31mERROR\x1b[0m", "\x1b[1;33mWARNING\x1b[0m"}
             assert all(
-                line.split(" - ")[1] in ("INFO", "ERROR", "WARNING") and line.split(" - ")[2].split(":")[0].isdigit()
-                for line in lines
+                line.split(" - ")[1] in levels and line.split(" - ")[2].split(":")[0].isdigit() for line in lines
             )
 
         # one cp into server1's pickup dir deploys on all three, each from its own work/hot-deploy/current
@@ -228,6 +231,15 @@ def test_41_no_fan_out_and_redeploy_at_start(tmp_path: Path) -> None:
         s1.wait_for_log("Deployed 4 user-defined services (server1)")
         assert "my-mod.get-customer" in s1.services()
 
+        # 4.1's refusal: the load error, a WARNING about connectors, then its longer `No services, ...` line
+        _cp(BROKEN, s1.pickup_dir / "bad.py", tmp_path)
+        _cp(NO_SERVICE, s1.pickup_dir / "consts.py", tmp_path)
+        s1.wait_for_log(f"Could not load source, file_name:`{s1.pickup_dir / 'bad.py'}`", count=2)
+        s1.wait_for_log("WARNING\x1b[0m - ")
+        s1.wait_for_log("Could not import module `bad` to look for connectors")
+        s1.wait_for_log("No services, models nor connector types were deployed from module `bad.py`")
+        s1.wait_for_log("No services, models nor connector types were deployed from module `consts.py`")
+
 
 def test_20_and_30_log_their_own_lines(tmp_path: Path) -> None:
     """2.0 and 3.0 confirm with `Uploaded package ...`; 2.0 refuses with a WARN; 3.0 like 3.2. Dotted names load."""
@@ -253,7 +265,7 @@ def test_20_and_30_log_their_own_lines(tmp_path: Path) -> None:
 
         _cp(BROKEN, s20.pickup_dir / "my_mod.py", tmp_path)
         _cp(BROKEN, s30.pickup_dir / "my_mod.py", tmp_path)
-        s20.wait_for_log("WARNING - ")
+        s20.wait_for_log("WARNING\x1b[0m - ")
         s20.wait_for_log("Package id:[2], payload_name:[my_mod.py] has not been deployed")
         s30.wait_for_log(f"Could not load source, file_name:`{s30.current_dir / 'my_mod.py'}`", count=2)
         s30.wait_for_log("No services nor models were deployed from module `my_mod.py`")
@@ -327,10 +339,10 @@ def test_cli_messages_and_exit_codes(tmp_path: Path) -> None:
     assert pidfile.exists()
 
     # a stale pidfile does not stop a start, and `zato start` does not wait for readiness
-    server.set_faults(start_delay=1.5)
+    server.set_faults(start_delay=4)
     slow = server.start()
     assert (slow.returncode, slow.stdout) == (0, "OK\n")
-    assert server.ping() is None
+    assert server.ping(timeout=0.3) is None
     assert server.zato("wait", "--timeout", "10").returncode == 0
     pid = server.pid()
     assert server.stop().returncode == 0
@@ -347,3 +359,177 @@ def test_cli_messages_and_exit_codes(tmp_path: Path) -> None:
     (path / "config" / "repo" / "service-sources.txt").unlink()
     other = server.start()
     assert other.returncode == 18 and "service-sources.txt" in other.stdout
+
+
+# ####################################################################################################################
+# What a real 3.2 server was seen doing (zato-facts.md section 8), one test per fact
+
+
+def test_service_sources_ends_like_a_quickstart_and_every_style_loads(tmp_path: Path) -> None:
+    """A quickstart's service-sources.txt has no newline after its last line; CRLF and trailing blanks load too."""
+    install = create_install(tmp_path / "install")
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "single.py").write_text("from zato.server.service import Service\n\nclass Single(Service):\n    pass\n")
+    servers = []
+    for style, port in zip(SOURCES_STYLES, free_ports(len(SOURCES_STYLES)), strict=True):
+        path = create_server(install, tmp_path / style, name=style, http_port=port, odb=tmp_path / f"{style}.sqlite",
+                             service_sources=["../static/single.py"], sources_style=style)
+        servers.append(Server(install, path, style, "3.2", port))
+    raw = {s.name: (s.path / "config" / "repo" / "service-sources.txt").read_bytes() for s in servers}
+    assert raw["quickstart"].endswith(b"\n./work/hot-deploy/current")  # no trailing newline
+    assert raw["quickstart"].startswith(b"# Visit https://zato.io/docs")
+    assert raw["crlf"].endswith(b"./work/hot-deploy/current\r\n") and b"\n" not in raw["crlf"].replace(b"\r\n", b"")
+    assert b"./work/hot-deploy/current  \t\n   \n" in raw["trailing-blanks"]
+    assert raw["tidy"].endswith(b"./work/hot-deploy/current\n")
+    with Cluster(install, "styles", "3.2", tmp_path / "odb", tmp_path / "events", servers) as cluster:
+        cluster.start_all()
+        for server in cluster:
+            server.wait_for_log(f"Deployed 1 user-defined services ({server.name})")
+            assert set(server.services()) == {"single.single"}
+
+
+def test_log_levels_are_coloured_unless_told_not_to(tmp_path: Path) -> None:
+    """`\\x1b[1;37mINFO\\x1b[0m`, `\\x1b[1;31mERROR\\x1b[0m` around the level; `colour=False` writes them plain."""
+    install = create_install(tmp_path / "install")
+    ports = free_ports(2)
+    paths = [create_server(install, tmp_path / f"s{i}", name=f"s{i}", http_port=ports[i], odb=tmp_path / "odb",
+                           colour=i == 0, service_sources=["./missing.py"]) for i in range(2)]
+    servers = [Server(install, p, f"s{i}", "3.2", ports[i]) for i, p in enumerate(paths)]
+    with Cluster(install, "c", "3.2", tmp_path / "odb", tmp_path / "events", servers) as cluster:
+        cluster.start_all()
+        coloured, plain = (s.log_text() for s in servers)
+        assert " - \x1b[1;37mINFO\x1b[0m - " in coloured and " - \x1b[1;31mERROR\x1b[0m - " in coloured
+        assert " - INFO - " not in coloured
+        assert "\x1b" not in plain and " - INFO - " in plain and " - ERROR - " in plain
+
+
+def test_a_load_error_is_a_multi_line_traceback_ending_in_a_backtick_line_logged_twice(tmp_path: Path) -> None:
+    """Could not load source, file_name:`...`, e:`Traceback...` spans lines up to a line holding only a backtick;
+    the record comes twice, then `No services nor models were deployed ...`."""
+    with create_cluster(tmp_path, 1) as cluster:
+        cluster.start_all()
+        server = cluster[0]
+        _cp(BROKEN, server.pickup_dir / "my_mod.py", tmp_path)
+        server.wait_for_log("No services nor models were deployed from module `my_mod.py`")
+        lines = server.log_text().splitlines()
+        heads = [i for i, line in enumerate(lines) if "Could not load source, file_name:" in line]
+        assert len(heads) == 2
+        for head in heads:
+            assert lines[head].endswith(f"file_name:`{server.current_dir / 'my_mod.py'}`, e:`Traceback (most recent "
+                                        "call last):")
+            end = next(i for i in range(head + 1, len(lines)) if lines[i] == "`")
+            body = lines[head + 1 : end]
+            assert len(body) >= 3 and body[-1].startswith("SyntaxError")
+            assert not any(line[:4].isdigit() for line in body)  # no record starts inside the traceback
+        assert lines[heads[0] + 1 : heads[1]] == lines[heads[1] + 1 : heads[1] + heads[1] - heads[0]]
+        assert "No services nor models were deployed from module `my_mod.py`" in lines[heads[1] + heads[1] - heads[0]]
+
+
+def test_a_start_takes_its_time_and_listens_before_it_answers(tmp_path: Path) -> None:
+    """`zato start` prints OK before /zato/ping answers; the port listens at once, the answer comes at the end of
+    start_delay; the log goes Starting, Listening at, Deploying, Deployed N, Started."""
+    with create_cluster(tmp_path, 1, start_ok_wait=1.5, start_delay=4.0) as cluster:
+        server = cluster[0]
+        started = server.start()
+        assert (started.returncode, started.stdout) == (0, "OK\n")
+        assert server.ping(timeout=0.2) is None
+        assert "Listening at: http://127.0.0.1:" in server.log_text()
+        assert "Started `" not in server.log_text()
+        assert server.zato("wait", "--timeout", "30").returncode == 0
+        log = server.log_text()
+        order = ["Starting Zato 3.2...", f"Listening at: http://127.0.0.1:{server.port} (",
+                 "Deploying user-defined services (server1)", "Deployed 0 user-defined services (server1)",
+                 "Started `server1@cluster1`"]
+        assert [log.index(x) for x in order] == sorted(log.index(x) for x in order)
+        stamps = [time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) for line in log.splitlines()
+                  if "Starting Zato" in line or "Started `" in line]
+        assert stamps[1] - stamps[0] >= 3  # at least start_delay (whole seconds in the log's stamps)
+        pid = server.pid()
+        assert server.stop().returncode == 0
+        server.wait_stopped(pid)
+        tail = server.log_text().split("Started `")[1]
+        assert tail.index("Handling signal: term") < tail.index("Shutting down: Main")
+
+
+def test_ok_then_die_leaves_a_stale_pidfile_that_stop_and_info_trip_over_and_start_clears(tmp_path: Path) -> None:
+    """The server dies while importing after `zato start` printed OK: pidfile stale; `zato stop` exits 16
+    (ProcessLookupError) and `zato info` exits 16 (NoSuchProcess), both keeping it; `zato start` deletes it."""
+    with create_cluster(tmp_path, 1, start_delay=2.0) as cluster:
+        server = cluster[0]
+        server.set_faults(die_at_start_times=1)
+        started = server.start()
+        assert (started.returncode, started.stdout) == (0, "OK\n")
+        stale = int(server.pidfile.read_text())
+        server.wait_stopped(stale)
+        server.wait_for_log("Could not start the server, e:`Traceback")
+        assert "Started `" not in server.log_text()
+        assert cluster.events()[-1]["reason"] == "died at start"
+        assert server.pidfile.read_text() == str(stale)
+
+        stop = server.stop()
+        assert stop.returncode == 16 and stop.stdout.startswith("ProcessLookupError: (3, 'No such process')")
+        info = server.zato("info")
+        assert info.returncode == 16 and info.stdout.startswith("NoSuchProcess: ")
+        assert server.pidfile.read_text() == str(stale)
+
+        again = server.start()  # the countdown is spent: this start is a normal one
+        assert (again.returncode, again.stdout) == (0, "OK\n")
+        server.wait_ready()
+        assert server.pid() != stale and server.info()["component_running"] is True
+
+
+def test_a_module_removed_from_current_comes_back_from_the_odb_at_start(tmp_path: Path) -> None:
+    """Services the cluster's ODB knows but this server's sources lack are deployed again at start."""
+    with create_cluster(tmp_path, 2) as cluster:
+        cluster.start_all()
+        s1, s2 = cluster.servers
+        _cp(MY_MOD, s1.pickup_dir / "my_mod.py", tmp_path)
+        for server in cluster:
+            server.wait_for_log(_deployed_line(server, "my_mod.py"))
+        pid = s2.pid()
+        assert s2.stop().returncode == 0
+        s2.wait_stopped(pid)
+        (s2.current_dir / "my_mod.py").unlink()
+        assert s2.start().returncode == 0
+        s2.wait_ready()
+        restart = s2.log_text().split("Handling signal: term")[1]
+        order = ["Deployed 0 user-defined services (server2)", "Found extra services to deploy: my-mod.get-customer",
+                 _deployed_line(s2, "my_mod.py"), "Deployed extra services found: ['my-mod.get-customer']",
+                 "Started `server2@cluster1`"]
+        assert [restart.index(x) for x in order] == sorted(restart.index(x) for x in order)
+        assert (s2.current_dir / "my_mod.py").read_text() == MY_MOD
+        assert "my-mod.get-customer" in s2.services()
+
+        # nothing is extra when current/ still holds the module: a plain restart logs no such line
+        pid = s1.pid()
+        assert s1.stop().returncode == 0
+        s1.wait_stopped(pid)
+        assert s1.start().returncode == 0
+        s1.wait_ready()
+        assert "Found extra services" not in s1.log_text()
+
+
+def test_the_environment_overrides_the_pickup_dir_and_adds_user_pickup_folders(tmp_path: Path) -> None:
+    """Zato_Config_Server_server__conf_hot_deploy_pickup_dir replaces server.conf's pickup_dir; Zato_Hot_Deploy_Dir
+    and pickup.conf's [hot-deploy.user.*] folders are deployed at start and watched, imported in place."""
+    real = tmp_path / "real-pickup"
+    env_dir, conf_dir = tmp_path / "env-extra", tmp_path / "conf-extra"
+    for d in (real, env_dir, conf_dir):
+        d.mkdir()
+    (env_dir / "from_env.py").write_text(MY_MOD)
+    environ = {"Zato_Config_Server_server__conf_hot_deploy_pickup_dir": str(real), "Zato_Hot_Deploy_Dir": str(env_dir)}
+    with create_cluster(tmp_path, 1, environ=environ) as cluster:
+        server = cluster[0]
+        (server.path / "config" / "repo" / "pickup.conf").write_text(
+            f"[hot-deploy.user.mine]\npickup_from={conf_dir}\n")
+        cluster.start_all()
+        server.wait_for_log(f"Deployed 1 service from `{env_dir / 'from_env.py'}` -> ['from-env.get-customer']")
+        _cp(TWO_SERVICES, conf_dir / "orders.py", tmp_path)
+        server.wait_for_log(f"Deployed 2 services from `{conf_dir / 'orders.py'}`")
+        _cp(MY_MOD, server.pickup_dir / "ignored.py", tmp_path)  # server.conf's dir: not watched any more
+        _cp(MY_MOD, real / "my_mod.py", tmp_path)
+        server.wait_for_log(_deployed_line(server, "my_mod.py"))
+        assert "ignored.py" not in server.log_text()
+        environ_of_pid = Path(f"/proc/{server.pid()}/environ").read_bytes().split(b"\0")
+        assert f"Zato_Hot_Deploy_Dir={env_dir}".encode() in environ_of_pid

@@ -514,6 +514,11 @@ def test_classify_sorts_outcomes_by_what_to_do() -> None:
     r = _report(refused=["server3 is not running"]).cluster("prod")
     assert (r.kind, r.reason) == ("transient", "ServersNotReady")
     assert error_outcome(Busy("another zato-gitops (pid 1) is working on the state dir /x")).kind == "transient"
+    from reconciler.apply.lease import Holder, LeaseHeld
+
+    leased = error_outcome(LeaseHeld("prod", Holder("t", 2_000_000_000, 1_999_999_000, "ops@h", 9, "/s"), "s1"))
+    assert (leased.kind, leased.reason) == ("transient", "ClusterLeased")
+    assert leased.message.startswith("cluster prod is being reconciled by ops@h (pid 9) since 2033-05-18T")
     assert error_outcome(ModulesInvalid(["x"])).reason == "ModulesInvalid"
     assert error_outcome(RuntimeError("boom")).reason == "InternalError"
     cp = SimpleNamespace(empty=False, restarts=[], hot_deploys=[SimpleNamespace(module="a.py", diffs=[
@@ -587,3 +592,40 @@ def test_a_rollout_waiting_for_its_window_is_neither_failed_nor_healed(tmp_path:
     del eng.outcomes[B]
     d.poll()
     assert cs.last_applied_revision == B and [e.kind for e in events] == ["deployed", "deployed"]
+
+
+class Standby:
+    """The election seam, as a daemon that does not lead sees it: requests go to the leader."""
+
+    role = "standby"
+    reason = "another daemon leads"
+    shared = True
+    is_leader = False
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def forward(self, request: dict[str, Any]) -> str:
+        self.sent.append(request)
+        return ""
+
+
+def test_a_standby_reconciles_nothing_forwards_requests_and_writes_no_status(tmp_path: Path) -> None:
+    eng = FakeEngine()
+    d, _clock, _events = make_daemon(tmp_path, eng)
+    d.leader = Standby()  # type: ignore[assignment]
+    d.poll()
+    d.drift_check()
+    d.request_reconcile(None, "github webhook", force=False)
+    d.request_reconcile(["prod"], "asked through the API", force=True)
+    assert eng.applied == [] and eng.fetches == 0 and not (tmp_path / "status.json").exists()
+    assert [(r["action"], r["clusters"], r["force"]) for r in d.leader.sent] == [
+        ("reconcile", None, False), ("reconcile", ["prod"], True)]
+    assert d.status_dict()["daemon"]["role"] == "standby"
+
+    # what the leader does with a forwarded request: as if it had come to it
+    leader, _, _ = make_daemon(tmp_path / "leader", eng)
+    leader._on_request(d.leader.sent[1])
+    leader.poll()
+    assert eng.applied == [("prod", A)]
+    assert leader.status_dict()["daemon"]["role"] == "leader"

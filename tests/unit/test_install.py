@@ -134,3 +134,63 @@ def test_a_copy_that_still_fails_leaves_no_partial_file(tmp_path: Path) -> None:
         assert staging_left(p) == []
     finally:
         subprocess.run(["umount", "-l", p.pickup_dir], check=False)
+
+
+class Recording:
+    """A fake server machine (our Transport seam): installs succeed, the log confirms every module dropped;
+    it records how many commands run at once across all servers."""
+
+    active = 0
+    peak = 0
+    lock = __import__("threading").Lock()
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.dropped: list[str] = []
+        self.installs = 0
+
+    def run(self, argv, *, stdin=None, timeout=60.0):  # type: ignore[no-untyped-def]
+        import io
+        import tarfile
+        import time
+
+        with Recording.lock:
+            Recording.active += 1
+            Recording.peak = max(Recording.peak, Recording.active)
+        try:
+            time.sleep(0.002)  # long enough for the commands of other threads to overlap, if they may
+            if stdin:  # the install: one tar with every module of this server
+                self.installs += 1
+                with tarfile.open(fileobj=io.BytesIO(stdin)) as tar:
+                    self.dropped += [n[len("files/"):] for n in tar.getnames() if n.startswith("files/")]
+                return RunResult(0, b"@@copied\n", b"")
+            lines = "".join(f"Deployed 1 service from `/srv/{self.label}/pickup/{m}` -> ['x']\n" for m in self.dropped)
+            return RunResult(0, f"@@stat 1 {len(lines)}\n@@new\n{lines}".encode(), b"")
+        finally:
+            with Recording.lock:
+                Recording.active -= 1
+
+    def put(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
+        raise AssertionError("hot-deploy sends no file by SFTP")
+
+    def close(self) -> None:
+        pass
+
+
+def test_sixty_servers_two_hundred_modules_run_within_the_parallelism_cap() -> None:
+    from reconciler.apply.hotdeploy import hot_deploy
+    from reconciler.core.plan import plan
+    from tests.unit.golden_support import build
+
+    servers = [f"s{i}" for i in range(60)]
+    modules = {f"m{i:03d}.py": f"{i:064x}" for i in range(200)}
+    desired, observed = build({"clusters": [{"name": "prod", "zato_version": "4.1", "servers": servers,
+                                             "modules": modules, "observed": {s: {} for s in servers}}]})
+    [cluster_plan] = plan(desired, observed).clusters
+    transports = {s: Recording(s) for s in servers}
+    Recording.peak = 0
+    results = hot_deploy(desired.clusters[0], observed["prod"], cluster_plan, transports,  # type: ignore[arg-type]
+                         timeout=10, poll=0.01, parallelism=4)
+    assert all(r.ok for r in results.values()), [r.error for r in results.values() if not r.ok][:3]
+    assert all(t.installs == 1 and len(t.dropped) == 200 for t in transports.values())  # one stream per server
+    assert 1 <= Recording.peak <= 4  # never more commands at once than the cap, never a thread per module

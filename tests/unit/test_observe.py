@@ -97,3 +97,60 @@ def test_dead_pid_is_not_running(tmp_path: Path) -> None:
     srv = make_server(tmp_path / "s")
     (srv / "pidfile").write_text("999999999")
     assert observe(srv).running is False
+
+
+QUICKSTART_SOURCES = "# List your service sources below, each on a separate line.\n\n./work/hot-deploy/current"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        QUICKSTART_SOURCES,  # a fresh quickstart: no newline after the last line
+        QUICKSTART_SOURCES.replace("\n", "\r\n") + "\r\n",  # CRLF
+        QUICKSTART_SOURCES + "  \t\n   \n\n",  # trailing blanks and blank lines
+        QUICKSTART_SOURCES + "\n",
+    ],
+    ids=["no-final-newline", "crlf", "trailing-blanks", "tidy"],
+)
+def test_service_sources_is_read_byte_for_byte_however_it_ends(tmp_path: Path, text: str) -> None:
+    """The marker after the file is never glued to its last entry, and the text comes back exactly as it is."""
+    srv = make_server(tmp_path / "server1")
+    (srv / "config" / "repo" / "service-sources.txt").write_bytes(text.encode())
+    obs = observe(srv)
+    assert obs.sources_text == text
+    assert obs.log.size == 1234  # the sections after it were read
+
+
+def test_the_running_servers_environment_and_pickup_conf_name_the_folders_it_really_watches(tmp_path: Path) -> None:
+    """Zato_Config_Server_... overrides server.conf's pickup dir; Zato_Hot_Deploy_Dir (several, `:`-joined) and
+    pickup.conf's user sections are extra folders. Other variables of the process are never read out."""
+    srv = make_server(tmp_path / "server1")
+    (srv / "config" / "repo" / "pickup.conf").write_text(
+        "[json]\npickup_from=./ignored\n\n[hot-deploy.user.mine]\npickup_from = ./mine\r\n")
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "Zato_Config_Server_server__conf_hot_deploy_pickup_dir": "/srv/real-pickup",
+        "Zato_Hot_Deploy_Dir": "/srv/a:relative/b",
+        "Zato_Secret_Password": "hunter2",
+    }
+    proc = subprocess.Popen(["sleep", "30"], env=env)
+    try:
+        (srv / "pidfile").write_text(str(proc.pid))
+        cluster = Cluster.model_validate({"name": "prod", "servers": [{"name": "s1", "path": str(srv)}]})
+        out = subprocess.run(script_argv(OBSERVE_SCRIPT, str(srv)), capture_output=True, check=True).stdout.decode()
+        obs = parse_observation(cluster, cluster.servers[0], out)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "hunter2" not in out
+    assert obs.environ == "read" and obs.running
+    assert obs.paths.pickup_dir == "/srv/real-pickup"
+    assert obs.overrides == ("hot_deploy.pickup_dir",)
+    assert obs.extra_pickup == ("/srv/a", f"{srv}/relative/b", f"{srv}/config/repo/mine")
+
+
+def test_a_stopped_server_has_no_environment_to_read(tmp_path: Path) -> None:
+    srv = make_server(tmp_path / "server1")
+    (srv / "pidfile").unlink()
+    obs = observe(srv)
+    assert (obs.environ, obs.overrides, obs.extra_pickup) == ("none", (), ())

@@ -82,7 +82,7 @@ def test_the_next_run_finishes_a_killed_runs_record_first(bed: GitBed, engine: E
     commit = bed.commit({"README": "x"}, "first")
     engine.fetch()
     store = RolloutStore.for_settings(engine.settings)
-    rollout = store.create("prod", commit, ["s1", "s2", "s3"], status="running", window=None)
+    rollout = store.create("prod", commit, {s: {} for s in ["s1", "s2", "s3"]}, status="running", window=None)
     engine.journal.open("killed1", commit, "ops@box")
     journal_drop(engine, "killed1", commit)
     engine.journal.rollout("killed1", rollout)
@@ -138,7 +138,8 @@ def test_rollout_records_skip_what_an_earlier_run_or_this_one_recorded(tmp_path:
     from reconciler.engine.journal import RolloutStep
 
     store = RolloutStore(f"sqlite:///{tmp_path / 'j.sqlite'}")
-    r = store.create("prod", "a" * 40, ["s1", "s2", "s3", "s4"], status="running", window=None)
+    r = store.create("prod", "a" * 40, {s: {} for s in ["s1", "s2", "s3", "s4"]}, status="running",
+                     window=None)
     for s in ("s1", "s2"):
         store.update_server(r.id, s, step="done", ready="t")
     store.update_server(r.id, "s3", step="rolled-back", detail="did not start")

@@ -43,3 +43,32 @@ def test_missing_file_gets_the_block_and_the_hot_deploy_line() -> None:
     new = render(None, ("./a",))
     assert entries(new) == ("./a", "./work/hot-deploy/current")
     assert block_lines(None) == ()
+
+
+QUICKSTART = SHIPPED.rstrip("\n")  # a fresh quickstart: no newline after the last line
+
+
+def test_a_file_without_a_final_newline_gets_the_block_unglued_and_stays_without_one() -> None:
+    new = render(QUICKSTART, ("./static/billing",))
+    assert entries(new) == ("./my-own-services", "./static/billing", "./work/hot-deploy/current")
+    assert new.endswith("\n./work/hot-deploy/current")  # still no final newline, as the server left it
+    assert render(new, ("./static/billing",)) == new
+    assert render(new, ()) == QUICKSTART
+
+
+def test_no_hot_deploy_line_and_no_final_newline_still_never_glue() -> None:
+    new = render("# comment\n./mine", ("./a",))
+    assert entries(new) == ("./mine", "./a")
+    assert new == f"# comment\n./mine\n{BEGIN}\n# Managed by zato-gitops from the services repository; edits inside " \
+        f"this block are put back.\n./a\n{END}"
+
+
+def test_crlf_and_trailing_blanks_are_kept() -> None:
+    crlf = SHIPPED.replace("\n", "\r\n")
+    new = render(crlf, ("./a",))
+    assert "\n" not in new.replace("\r\n", "") and new.endswith("./work/hot-deploy/current\r\n")
+    assert render(new, ()) == crlf
+    blanks = SHIPPED.replace("./work/hot-deploy/current\n", "./work/hot-deploy/current  \t\n   \n\n")
+    new = render(blanks, ("./a",))
+    assert entries(new)[-2:] == ("./a", "./work/hot-deploy/current")
+    assert render(new, ()) == blanks

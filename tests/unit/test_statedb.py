@@ -63,3 +63,17 @@ def test_a_single_node_always_leads() -> None:
     seen: list[bool] = []
     node.start(seen.append, lambda _r: None)
     assert node.is_leader and seen == [True] and node.forward({}) != ""
+
+
+def test_a_node_moving_to_a_shared_database_brings_its_status_json_along(tmp_path: Path) -> None:
+    single = StatusStore(tmp_path)
+    single.cluster("prod").succeed(A, 100.0)
+    single.cluster("prod").set_suspended(True, 101.0)
+    single.save()
+    url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
+    moved = StatusStore(tmp_path, StatusRow(url, "repo#main")).load()
+    assert moved.clusters["prod"].suspended and moved.clusters["prod"].last_applied_revision == A
+    moved.cluster("prod").set_suspended(False, 102.0)
+    moved.save()
+    # from then on the database's document is the status, the file is not read again
+    assert not StatusStore(tmp_path, StatusRow(url, "repo#main")).load().clusters["prod"].suspended

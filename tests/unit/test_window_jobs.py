@@ -13,7 +13,8 @@ from reconciler.settings import load_settings
 
 def test_a_pending_rollout_is_found_by_another_process_once_its_window_started(tmp_path: Path) -> None:
     settings = load_settings(None, {"repo": str(tmp_path / "repo"), "state_dir": tmp_path / "state"})
-    created = Engine(settings).store.create("prod", "a" * 40, ["s1", "s2"], status="pending", window="0 2 * * *")
+    created = Engine(settings).store.create("prod", "a" * 40, {s: {} for s in ["s1", "s2"]}, status="pending",
+                                            window="0 2 * * *")
     at = datetime.strptime(created.created, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     start = at.replace(hour=2, minute=0, second=0, microsecond=0) + timedelta(days=1)
 

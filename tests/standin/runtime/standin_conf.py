@@ -19,7 +19,15 @@ VERSIONS = ("2.0", "3.0", "3.2", "3.3", "4.1")
 DEFAULT_LOG_MAX_BYTES = 1024 * 1024 * 1024  # Zato's own default: 1 GB
 DEFAULT_LOG_BACKUP_COUNT = 5
 DEFAULT_STOP_DELAY = 0.5
+#: without a `[standin]` setting a server behaves like the real 3.2 one seen running (zato-facts.md section 8):
+#: `zato start` prints OK after about 2.5 s, /zato/ping answers about 12 s after the start
+DEFAULT_START_OK_WAIT = 2.5
+DEFAULT_START_DELAY = 12.0
 SERVER_SCRIPT = "zato_server.py"
+#: server.conf keys can be overridden by the server process's environment (zato-facts.md section 9)
+ENV_PREFIX = "Zato_Config_Server_server__conf_"
+#: extra pickup folders, several paths joined by `:`
+HOT_DEPLOY_DIR_VARS = ("Zato_Hot_Deploy_Dir", "ZATO_HOT_DEPLOY_DIR")
 
 
 def read_zato_info(server_dir: str) -> dict:
@@ -65,6 +73,11 @@ class ServerConf:
     log_max_bytes: int
     log_backup_count: int
     stop_delay: float
+    start_ok_wait: float = DEFAULT_START_OK_WAIT  # how long `zato start` waits for early stderr before `OK`
+    start_delay: float = DEFAULT_START_DELAY  # from process start to answering /zato/ping
+    colour: bool = True  # log levels wrapped in ANSI colour codes, as Zato 3.2 writes them
+    #: folders watched besides pickup_dir, whose modules are imported in place (Zato_Hot_Deploy_Dir, pickup.conf)
+    extra_pickup_dirs: tuple[str, ...] = ()
 
     @property
     def repo_dir(self) -> str:
@@ -92,6 +105,32 @@ class ServerConf:
         return f"http://{host}:{self.port}/zato/ping"
 
 
+def _setting(section: object, name: str, key: str, default: str) -> str:
+    """A server.conf value, unless the process environment overrides it
+    (`Zato_Config_Server_server__conf_<section>_<key>`)."""
+    env = os.environ.get(f"{ENV_PREFIX}{name}_{key}")
+    if env is not None:
+        return env
+    return str(section.get(key, default))  # type: ignore[attr-defined]
+
+
+def extra_pickup_dirs(server_dir: str, repo_dir: str) -> tuple[str, ...]:
+    """`Zato_Hot_Deploy_Dir` / `ZATO_HOT_DEPLOY_DIR` (`:`-joined) and `[hot-deploy.user.*] pickup_from` of
+    config/repo/pickup.conf: folders watched besides the pickup dir."""
+    found: list[str] = []
+    for var in HOT_DEPLOY_DIR_VARS:
+        found += [resolve(server_dir, p) for p in os.environ.get(var, "").split(":") if p.strip()]
+    pickup_conf = os.path.join(repo_dir, "pickup.conf")
+    if os.path.exists(pickup_conf):
+        parser = configparser.ConfigParser(interpolation=None)
+        with open(pickup_conf, encoding="utf-8") as f:
+            parser.read_file(f, pickup_conf)
+        for section in parser.sections():
+            if section.startswith("hot-deploy.user.") and parser[section].get("pickup_from"):
+                found.append(resolve(repo_dir, parser[section]["pickup_from"]))
+    return tuple(dict.fromkeys(found))
+
+
 def load(server_dir: str) -> ServerConf:
     """Parse `<server_dir>/config/repo/server.conf` (raises on a missing file or key, as a real server would)."""
     server_dir = os.path.abspath(server_dir)
@@ -109,16 +148,16 @@ def load(server_dir: str) -> ServerConf:
         bind = "{}:{}".format(main.get("host", "0.0.0.0"), main["port"])
     host, _, port = bind.rpartition(":")
 
-    work_dir = resolve(repo_dir, main.get("work_dir", "../../work"))
+    work_dir = resolve(repo_dir, _setting(main, "main", "work_dir", "../../work"))
     hot = parser["hot_deploy"] if parser.has_section("hot_deploy") else {}
-    pickup_dir = resolve(repo_dir, hot.get("pickup_dir", "../../pickup/incoming/services"))
-    current_work_dir = resolve(work_dir, hot.get("current_work_dir", "./hot-deploy/current"))
+    pickup_dir = resolve(repo_dir, _setting(hot, "hot_deploy", "pickup_dir", "../../pickup/incoming/services"))
+    current_work_dir = resolve(work_dir, _setting(hot, "hot_deploy", "current_work_dir", "./hot-deploy/current"))
     backup_work_dir = resolve(work_dir, hot.get("backup_work_dir", "./hot-deploy/backup"))
     delete_after = str(hot.get("delete_after_pick_up", "False")).strip().lower() in ("true", "1", "yes")
 
     sources = None
     if version != "4.1":
-        sources = resolve(repo_dir, main.get("service_sources", "./service-sources.txt"))
+        sources = resolve(repo_dir, _setting(main, "main", "service_sources", "./service-sources.txt"))
 
     odb = parser["odb"] if parser.has_section("odb") else {}
     odb_path = resolve(repo_dir, odb.get("db_name", os.path.join(server_dir, "odb.sqlite")))
@@ -144,6 +183,10 @@ def load(server_dir: str) -> ServerConf:
         log_max_bytes=int(standin.get("log_max_bytes", DEFAULT_LOG_MAX_BYTES)),
         log_backup_count=int(standin.get("log_backup_count", DEFAULT_LOG_BACKUP_COUNT)),
         stop_delay=float(standin.get("stop_delay", DEFAULT_STOP_DELAY)),
+        start_ok_wait=float(standin.get("start_ok_wait", DEFAULT_START_OK_WAIT)),
+        start_delay=float(standin.get("start_delay", DEFAULT_START_DELAY)),
+        colour=str(standin.get("colour", "true")).strip().lower() in ("true", "1", "yes"),
+        extra_pickup_dirs=extra_pickup_dirs(server_dir, repo_dir),
     )
 
 

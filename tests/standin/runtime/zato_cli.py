@@ -40,7 +40,12 @@ EXCEPTION_CAUGHT = 16
 FAILED_TO_START = 18
 SERVER_TIMEOUT = 28
 
-STDERR_WAIT = 1.2  # how long `zato start` waits for early stderr of the spawned server
+#: environment variables the server process gets on top of the caller's (how a site sets Zato_Config_Server_...)
+ENVIRON_FILE = "standin-environ.json"
+
+
+class NoSuchProcess(Exception):
+    """psutil's exception, which `zato info` lets out when the pidfile names a process that is gone."""
 
 
 class Exit(Exception):
@@ -108,9 +113,15 @@ class Cli:
 
         server_script = os.path.join(_HERE, standin_conf.SERVER_SCRIPT)
         command = [sys.executable, server_script, server_dir]
+        env = dict(os.environ)
+        try:
+            with open(os.path.join(server_dir, ENVIRON_FILE), encoding="utf-8") as f:
+                env.update({str(k): str(v) for k, v in json.load(f).items()})
+        except (OSError, ValueError, AttributeError):
+            pass
         if args.fg:
             os.chdir(server_dir)
-            os.execv(sys.executable, command)
+            os.execve(sys.executable, command, env)
 
         fd, stderr_path = tempfile.mkstemp(prefix="zato-start-stderr-", suffix=".txt")
         try:
@@ -118,6 +129,7 @@ class Cli:
                 subprocess.Popen(
                     command,
                     cwd=server_dir,
+                    env=env,
                     stdin=devnull_in,
                     stdout=devnull_out,
                     stderr=fd,
@@ -125,7 +137,7 @@ class Cli:
                     close_fds=True,
                 )
             os.close(fd)
-            time.sleep(STDERR_WAIT)
+            time.sleep(conf.start_ok_wait)
             with open(stderr_path, encoding="utf-8", errors="replace") as f:
                 stderr = f.read()
         finally:
@@ -151,7 +163,10 @@ class Cli:
         if not text:
             self.say(f"Empty pidfile `{pidfile}`, did not attempt to stop `{server_dir}`")
             return NO_PID_FOUND
-        os.kill(int(text), signal.SIGTERM)  # a dead pid raises ProcessLookupError: exit 16, pidfile kept
+        pid = int(text)
+        if not standin_conf.pid_is_alive(pid):  # a zombie nobody reaps (no init in a container) is gone as well
+            raise ProcessLookupError(3, "No such process")
+        os.kill(pid, signal.SIGTERM)  # a dead pid raises ProcessLookupError: exit 16, pidfile kept
         os.remove(pidfile)
         self.say(f"Server `{server_dir}` shutting down")
         return 0
@@ -180,7 +195,9 @@ class Cli:
             "master_proc_workers_pids": None,
         }
         pid = self.read_pid(pidfile) if os.path.exists(pidfile) else None
-        if pid is not None and standin_conf.pid_is_alive(pid):
+        if pid is not None and not standin_conf.pid_is_alive(pid):
+            raise NoSuchProcess(f"process no longer exists (pid={pid})")  # a stale pidfile: exit 16
+        if pid is not None:
             out["component_running"] = True
             out["master_proc_pid"] = pid
             out["master_proc_name"] = os.path.basename(sys.executable)

@@ -49,9 +49,30 @@ LOG_FORMAT = "%(asctime)s - %(levelname)s - %(process)d:%(threadName)s - %(name)
 POLL_INTERVAL = 1.1  # 3.3 and 4.1 watchers: directory snapshots every 1.1 s
 ODB_POLL_INTERVAL = 0.15  # how often each server looks for new packages in the cluster's ODB
 
+#: how Zato 3.2 writes log levels into server.log (zato-facts.md section 8: `\x1b[1;37mINFO\x1b[0m`)
+LEVEL_COLOURS = {"INFO": "\x1b[1;37m", "ERROR": "\x1b[1;31m", "WARNING": "\x1b[1;33m", "DEBUG": "\x1b[1;34m"}
+RESET = "\x1b[0m"
+
+
+class ColourFormatter(logging.Formatter):
+    """The levelname between ANSI colour codes, the rest of the line plain."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        plain = record.levelname
+        colour = LEVEL_COLOURS.get(plain)
+        if colour is None:
+            return super().format(record)
+        record.levelname = f"{colour}{plain}{RESET}"
+        try:
+            return super().format(record)
+        finally:
+            record.levelname = plain
+
+
 log_store = logging.getLogger("zato.server.service.store")
 log_parallel = logging.getLogger("zato.server.base.parallel")
 log_hot_deploy = logging.getLogger("zato.hot-deploy.create")
+log_main = logging.getLogger("zato.server.main")
 log_standin = logging.getLogger("zato.standin")
 
 _uncamelify_re = re.compile(r"((?<=[a-z])[A-Z]|(?<!\A)[A-Z](?=[a-z]))")
@@ -92,7 +113,10 @@ class Faults:
     - `fail_start` (true or a message): write the message to stderr and exit 1 before binding, so `zato start`
       exits 18 with `Stderr received from program ...`.
     - `fail_start_times` (int): like `fail_start` for that many starts (counted down in the file), then normal.
-    - `start_delay` (seconds): sleep after deploying user services, before binding the port.
+    - `start_delay` (seconds): added to `[standin] start_delay` (the time from process start to answering
+      /zato/ping; the port listens at once, requests wait in the backlog until then).
+    - `die_at_start` (true or a message) / `die_at_start_times` (int, counted down): after `zato start` has
+      printed OK, log an ERROR and die while importing, the pidfile left behind (a stale pidfile).
     - `stop_delay` (seconds): overrides `[standin] stop_delay`, the pause between SIGTERM and releasing the port.
     - `ignore_sigterm` (bool): SIGTERM is logged and ignored (only SIGKILL ends the process).
     - `crash_after` (seconds): after `ready`, die with exit code 1 without any clean-up (stale pidfile, no
@@ -237,6 +261,8 @@ class Odb:
                 "CREATE TABLE IF NOT EXISTS deployment_package (id INTEGER PRIMARY KEY AUTOINCREMENT,"
                 " name TEXT NOT NULL, payload BLOB NOT NULL, server TEXT NOT NULL, ts REAL NOT NULL)"
             )
+            # every service the cluster knows, and the package (module file name) it came from
+            conn.execute("CREATE TABLE IF NOT EXISTS service (name TEXT PRIMARY KEY, package TEXT NOT NULL)")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)
@@ -258,6 +284,34 @@ class Odb:
                     (name, payload, server, time.time()),
                 )
                 return int(cur.lastrowid or 0)
+        finally:
+            conn.close()
+
+    def add_services(self, package: str, names: list[str]) -> None:
+        conn = self._connect()
+        try:
+            with conn:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO service (name, package) VALUES (?, ?)", [(n, package) for n in names]
+                )
+        finally:
+            conn.close()
+
+    def extra_services(self, deployed: set[str], current_dir: str) -> dict[str, tuple[list[str], bytes]]:
+        """Services the cluster knows that are not in `deployed` and whose module is gone from `current_dir`:
+        {package: (service names, its latest payload)}."""
+        conn = self._connect()
+        try:
+            found: dict[str, tuple[list[str], bytes]] = {}
+            for name, package in conn.execute("SELECT name, package FROM service ORDER BY name").fetchall():
+                if name in deployed or os.path.exists(os.path.join(current_dir, package)):
+                    continue
+                row = conn.execute(
+                    "SELECT payload FROM deployment_package WHERE name = ? ORDER BY id DESC LIMIT 1", (package,)
+                ).fetchone()
+                if row is not None:
+                    found.setdefault(str(package), ([], bytes(row[0])))[0].append(str(name))
+            return found
         finally:
             conn.close()
 
@@ -409,6 +463,12 @@ class HTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client gone before its answer (a TCP health check queued while the server was starting) is not an
+        error worth stderr: socketserver would print a traceback there, and `zato start` would take it for a
+        failed start."""
+        log_standin.debug("Client %s went away", client_address)
+
 
 # ################################################################################################################
 # The server
@@ -428,6 +488,7 @@ class ZatoServer:
         self.store = ServiceStore(self._services_changed)
         self.ready = False
         self.http: HTTPServer | None = None
+        self.serving = False  # serve_forever runs (shutdown() would wait forever for one that never started)
         self.odb: Odb | None = None
         self.odb_cursor = 0
         self.deploy_lock = threading.Lock()
@@ -442,7 +503,7 @@ class ZatoServer:
             backupCount=self.conf.log_backup_count,
             encoding="utf-8",
         )
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setFormatter(ColourFormatter(LOG_FORMAT) if self.conf.colour else logging.Formatter(LOG_FORMAT))
         root = logging.getLogger()
         root.handlers[:] = [handler]
         root.setLevel(logging.INFO)
@@ -539,17 +600,40 @@ class ZatoServer:
             deployed.update(self.deploy_in_place(path))
         return deployed
 
+    def _countdown(self, key: str) -> bool:
+        """True while `<key>` in the faults file is a positive count, which this call decrements."""
+        times = int(self.faults.number(key))
+        if times <= 0:
+            return False
+        data = self.faults.read()
+        data[key] = times - 1
+        with open(self.faults.path, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        return True
+
+    def die_at_start(self, started: float) -> None:
+        """The `die_at_start` fault: once `zato start` has printed OK, die while importing, pidfile left behind."""
+        message = self.faults.get("die_at_start")
+        if not message and not self._countdown("die_at_start_times"):
+            return
+        self.stop_event.wait(max(0.0, self.conf.start_ok_wait + 0.5 - (time.monotonic() - started)))
+        reason = message if isinstance(message, str) else "ImportError: stand-in fault `die_at_start`"
+        log_main.error(
+            "Could not start the server, e:`Traceback (most recent call last):\n"
+            '  File "/opt/zato/current/code/zato-server/src/zato/server/main.py", line 1, in run\n%s\n`',
+            reason,
+        )
+        self.journal.append("stopped", reason="died at start")
+        logging.shutdown()
+        os._exit(1)
+
     def start(self) -> None:
         conf = self.conf
+        started = time.monotonic()
         self.write_pidfile()
         self.journal.append("starting")
         message = self.faults.get("fail_start")
-        times = int(self.faults.number("fail_start_times"))
-        if times > 0:  # fail this many starts, then start normally (a start that fails once, for rollbacks)
-            data = self.faults.read()
-            data["fail_start_times"] = times - 1
-            with open(self.faults.path, "w", encoding="utf-8") as f:
-                json.dump(data, f)
+        if self._countdown("fail_start_times"):  # fail this many starts, then start normally (for rollbacks)
             message = f"Stand-in fault `fail_start_times` in {conf.faults_path}"
         if message:
             self.fail(message if isinstance(message, str) else f"Stand-in fault `fail_start` in {conf.faults_path}")
@@ -558,8 +642,19 @@ class ZatoServer:
             sys.stderr.write(f"{extra_stderr}\n")
             sys.stderr.flush()
 
+        log_main.info("Starting Zato %s...", self.version)
         for directory in (conf.pickup_dir, conf.current_work_dir, conf.backup_work_dir):
             os.makedirs(directory, exist_ok=True)
+
+        # gunicorn's arbiter listens at once; requests wait in the backlog until the worker is ready
+        try:
+            self.http = HTTPServer((conf.host, conf.port), Handler)
+        except OSError as e:
+            self.fail(f"Could not bind `{conf.bind}`: {e!r}")
+        assert self.http is not None
+        self.http.app = self  # type: ignore[attr-defined]
+        host = "127.0.0.1" if conf.host in ("0.0.0.0", "", "*") else conf.host
+        log_main.info("Listening at: http://%s:%d (%d)", host, conf.port, os.getpid())
 
         entries: list[str] = []
         if conf.service_sources is not None:
@@ -570,29 +665,38 @@ class ZatoServer:
             self.odb = Odb(conf.odb_path)
             self.odb_cursor = self.odb.max_id()
 
+        # importing Zato and the services is what takes a real start 9-16 s
+        self.die_at_start(started)
+        total = conf.start_delay + self.faults.number("start_delay")
+        if self.stop_event.wait(max(0.0, total - (time.monotonic() - started))):
+            return
+
         log_parallel.info("Deploying user-defined services (%s)", conf.name)
         deployed = self.deploy_service_sources(entries) if conf.service_sources is not None else self.redeploy_pickup()
         log_parallel.info("Deployed %d user-defined services (%s)", len(deployed), conf.name)
+        if self.odb is not None and self.version in ("3.2", "3.3"):
+            self.deploy_extra_services(set(self.store.snapshot()))
+        for directory in conf.extra_pickup_dirs:  # user pickup folders: deployed at start, in place
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as e:
+                log_hot_deploy.warning("Could not create pickup folder `%s`: %s", directory, e)
+            for path in sorted(_snapshot(directory, recursive=False)):
+                self.deploy_in_place(path)
 
-        if self.stop_event.wait(self.faults.number("start_delay")):
-            return
-
-        try:
-            self.http = HTTPServer((conf.host, conf.port), Handler)
-        except OSError as e:
-            self.fail(f"Could not bind `{conf.bind}`: {e!r}")
-        assert self.http is not None
-        self.http.app = self  # type: ignore[attr-defined]
         threading.Thread(
             target=self.http.serve_forever, kwargs={"poll_interval": 0.05}, name="HTTPServer", daemon=True
         ).start()
+        self.serving = True
 
-        watcher: threading.Thread
-        if self.version in ("2.0", "3.0", "3.2"):
-            watcher = InotifyWatcher(conf.pickup_dir, self.on_pickup, self.stop_event)
-        else:
-            watcher = PollingWatcher(conf.pickup_dir, self.on_pickup, self.stop_event, self.version == "4.1")
-        watcher.start()
+        for directory in (conf.pickup_dir, *(d for d in conf.extra_pickup_dirs if os.path.isdir(d))):
+            on_file = self.on_pickup if directory == conf.pickup_dir else self.on_user_pickup
+            watcher: threading.Thread
+            if self.version in ("2.0", "3.0", "3.2"):
+                watcher = InotifyWatcher(directory, on_file, self.stop_event)
+            else:
+                watcher = PollingWatcher(directory, on_file, self.stop_event, self.version == "4.1")
+            watcher.start()
         if self.odb is not None:
             threading.Thread(target=self.poll_odb, name="BrokerClient", daemon=True).start()
 
@@ -600,6 +704,18 @@ class ZatoServer:
         self.ready = True
         self.journal.append("ready")
         self.write_state()
+
+    def deploy_extra_services(self, deployed: set[str]) -> None:
+        """3.2: services the cluster's ODB knows but this server's sources lack come back at start."""
+        assert self.odb is not None
+        extra = self.odb.extra_services(deployed, self.conf.current_work_dir)
+        if not extra:
+            return
+        names = sorted(name for found, _ in extra.values() for name in found)
+        log_parallel.info("Found extra services to deploy: %s", ", ".join(names))
+        for package, (_, payload) in sorted(extra.items()):
+            self.deploy_package(0, package, payload)
+        log_parallel.info("Deployed extra services found: %s", names)
 
     # -- hot-deploy -----------------------------------------------------------------------------------------
 
@@ -625,6 +741,13 @@ class ZatoServer:
         if self.conf.delete_after_pick_up:
             with contextlib.suppress(OSError):
                 os.remove(path)
+
+    def on_user_pickup(self, path: str) -> None:
+        """A user pickup folder (Zato_Hot_Deploy_Dir, pickup.conf): imported in place, on this server only."""
+        faults = self.faults.read()
+        if faults.get("mute_hot_deploy") or self.stop_event.is_set():
+            return
+        self.deploy_in_place(path)
 
     def poll_odb(self) -> None:
         """Every server of the cluster notices new packages in the ODB and deploys them (the fan-out)."""
@@ -656,6 +779,8 @@ class ZatoServer:
             with open(path, "wb") as f:
                 f.write(payload)
             names, error = self.store.import_file(path)
+            if names and self.odb is not None:
+                self.odb.add_services(name, names)
             if self.version == "2.0":
                 if error:
                     log_hot_deploy.warning("Package id:[%s], payload_name:[%s] has not been deployed", package_id, name)
@@ -667,7 +792,7 @@ class ZatoServer:
             if error:
                 self._log_load_error(path, name, error)
             elif not names:
-                log_hot_deploy.info("No services nor models were deployed from module `%s`", name)
+                self._log_nothing_deployed(name)
             elif self.version == "3.0":
                 log_hot_deploy.info("Uploaded package id:`%s`, payload_name:`%s`", package_id, name)
             else:
@@ -681,22 +806,30 @@ class ZatoServer:
             if error:
                 self._log_load_error(path, name, error)
             elif not names:
-                log_hot_deploy.info("No services nor models were deployed from module `%s`", name)
+                self._log_nothing_deployed(name)
             else:
                 self._log_deployed(path, names)
             return names
+
+    def _log_nothing_deployed(self, name: str) -> None:
+        """`No services nor models ...`; 4.1 also counts connector types (zato-facts.md section 9)."""
+        if self.version == "4.1":
+            log_hot_deploy.info("No services, models nor connector types were deployed from module `%s`", name)
+        else:
+            log_hot_deploy.info("No services nor models were deployed from module `%s`", name)
 
     @staticmethod
     def _log_deployed(path: str, names: list[str]) -> None:
         suffix = "" if len(names) == 1 else "s"
         log_hot_deploy.info("Deployed %d service%s from `%s` -> %s", len(names), suffix, path, names)
 
-    @staticmethod
-    def _log_load_error(path: str, name: str, error: str) -> None:
+    def _log_load_error(self, path: str, name: str, error: str) -> None:
         # Zato logs the same error twice: once in the service store, once again on its way out of hot-deploy
-        log_store.error("Could not load source, file_name:`%s`, e:`%s`", path, error)
-        log_store.error("Could not load source, file_name:`%s`, e:`%s`", path, error)
-        log_hot_deploy.info("No services nor models were deployed from module `%s`", name)
+        for _ in range(2):
+            log_store.error("Could not load source, file_name:`%s`, e:`%s`", path, error)
+        if self.version == "4.1":  # 4.1 then looks for connectors in the module, and says it could not import it
+            log_hot_deploy.warning("Could not import module `%s` to look for connectors", os.path.splitext(name)[0])
+        self._log_nothing_deployed(name)
 
     # -- stop -----------------------------------------------------------------------------------------------
 
@@ -709,14 +842,17 @@ class ZatoServer:
     def shutdown(self) -> None:
         conf = self.conf
         self.journal.append("stopping")
+        log_main.info("Handling signal: term")
         log_parallel.info("Stopping server process (%s:%d)", conf.name, os.getpid())
         time.sleep(max(0.0, self.faults.number("stop_delay", conf.stop_delay)))
         if self.http is not None:
-            self.http.shutdown()
+            if self.serving:
+                self.http.shutdown()
             self.http.server_close()
         self.remove_pidfile_if_ours()
         self.ready = False
         self.write_state()
+        log_main.info("Shutting down: Main")
         log_parallel.info("Stopped `%s@%s` (pid: %d)", conf.name, conf.cluster, os.getpid())
         self.journal.append("stopped")
 
