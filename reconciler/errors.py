@@ -37,15 +37,31 @@ class Transient(ReconcilerError):
     """May pass on its own: retry the same commit later."""
 
 
-class ManifestInvalid(Stalled):
-    """The manifest does not validate. `errors` holds one `file:line: key.path: message` string per problem."""
+def _listing(what: str, errors: list[str], total: int | None) -> str:
+    n = total if total is not None else len(errors)
+    return f"{what} ({n:,} error{'s' if n != 1 else ''}):\n  " + "\n  ".join(errors)
 
-    def __init__(self, errors: list[str]) -> None:
+
+class ManifestInvalid(Stalled):
+    """The manifest does not validate. `errors` holds one `file:line: key.path: message` string per problem.
+
+    `total` counts every problem when `errors` lists only the first ones (plus a "... and N more" line)."""
+
+    hint = "fix these lines and run `zato-gitops validate` again"
+
+    def __init__(self, errors: list[str], total: int | None = None) -> None:
         self.errors = list(errors)
-        super().__init__(
-            f"the manifest is invalid ({len(errors)} error{'s' if len(errors) != 1 else ''}):\n  "
-            + "\n  ".join(errors)
-        )
+        super().__init__(_listing("the manifest is invalid", self.errors, total))
+
+
+class ConfigInvalid(Stalled):
+    """The --config file (or a flag) does not validate; `errors` as for `ManifestInvalid`."""
+
+    hint = "fix the config file (its keys are the long options, with '_' for '-'; `zato-gitops docs cli`)"
+
+    def __init__(self, errors: list[str], total: int | None = None, *, hint: str = "") -> None:
+        self.errors = list(errors)
+        super().__init__(_listing("the settings are invalid", self.errors, total), hint=hint)
 
 
 class ModulesInvalid(Stalled):

@@ -7,15 +7,18 @@ model's `safe_dump` masks them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from reconciler.errors import Stalled
+from reconciler.errors import ConfigInvalid, Stalled
+from reconciler.manifest.loader import MAX_BYTES, YamlInvalid, capped, explain_validation, parse_yaml
+from reconciler.manifest.model import KeyPath
 
 
 def default_state_dir() -> Path:
@@ -61,6 +64,12 @@ class Settings(BaseModel):
         15.0, gt=0, description="Seconds within which a standby takes over after the leader's database session ends.")
     log_format: Literal["text", "json"] = "text"
 
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        parse_listen(v)
+        return v
+
     def state_db_url(self) -> str:
         """Where the shared state lives: `state_db`, else `job_store`, else SQLite in the state dir."""
         url = self.state_db or self.job_store
@@ -82,23 +91,67 @@ class Settings(BaseModel):
         return shlex.join(parts)
 
 
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[V6]:PORT` or `:PORT` (every address) -> (host, port); ValueError saying what is wrong.
+
+    Checked where the setting is read, so `run --listen foo` or `--listen 127.0.0.1:99999` is refused at once.
+    Port 0 asks the system for a free port (tests use it)."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or len(port) > 5:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9180 or [::1]:9180")
+    if int(port) > 65535:
+        raise ValueError(f"the port must be at most 65535, got {port}")
+    if host.startswith("[") != host.endswith("]") or any(c.isspace() or c in "/@" for c in host):
+        raise ValueError("the host must be an address or a name, e.g. 127.0.0.1, 0.0.0.0 or [::1]")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
 def load_settings(config: Path | None, overrides: dict[str, Any]) -> Settings:
-    """Settings from the config file (if any) with the given flag values on top (None means not given)."""
+    """Settings from the config file (if any) with the given flag values on top (None means not given).
+
+    The file may hold any bytes: what is not UTF-8, not YAML or not valid settings becomes `ConfigInvalid`
+    with `FILE:LINE: key: message` lines, never a traceback."""
     data: dict[str, Any] = {}
+    doc = None
+    name = str(config) if config is not None else "options"
     if config is not None:
         try:
-            loaded = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        except OSError as e:
-            raise Stalled(f"cannot read the config file {config}: {e.strerror}") from e
-        except yaml.YAMLError as e:
-            raise Stalled(f"{config}: not valid YAML: {e}") from e
-        if not isinstance(loaded, dict):
-            raise Stalled(f"{config}: expected a mapping of settings at the top level")
-        data.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
+            raw = _read(config)
+            doc = parse_yaml(raw, name)
+        except YamlInvalid as e:
+            raise ConfigInvalid(e.errors) from None
+        if doc.errors:
+            raise ConfigInvalid(*capped([f"{name}:{line}: {'.'.join(map(str, p))}: {m}" for line, p, m in doc.errors]))
+        if doc.data is not None and not isinstance(doc.data, dict):
+            raise ConfigInvalid([f"{name}:{doc.root_line}: expected a mapping of settings at the top level"])
+        data.update({str(k).replace("-", "_"): v for k, v in (doc.data or {}).items()})
+        doc = dataclasses.replace(doc, lines=_underscored(doc.lines), key_lines=_underscored(doc.key_lines))
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return Settings.model_validate(data)
     except ValidationError as e:
-        where = str(config) if config else "options"
-        lines = [f"{where}: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
-        raise Stalled("invalid settings:\n  " + "\n  ".join(lines)) from e
+        given = {k for k, v in overrides.items() if v is not None}
+        lines, from_file = [], False
+        for path, line, msg in explain_validation(e, doc, Settings):
+            if path and path[0] in given:
+                lines.append(f"--{str(path[0]).replace('_', '-')}: {msg}")
+            else:
+                from_file = True
+                lines.append(f"{name}:{line}: {'.'.join(map(str, path))}: {msg}")
+        hint = "" if from_file else "correct the option's value; `zato-gitops COMMAND --help` describes each"
+        raise ConfigInvalid(*capped(lines), hint=hint) from e
+
+
+def _underscored(lines: Mapping[KeyPath, int]) -> dict[KeyPath, int]:
+    """`confirm-timeout` is read as `confirm_timeout`: its line is found under that name too."""
+    return {(str(p[0]).replace("-", "_"), *p[1:]) if p else p: n for p, n in lines.items()}
+
+
+def _read(config: Path) -> bytes:
+    try:
+        with config.open("rb") as f:
+            return f.read(MAX_BYTES + 1)  # parse_yaml refuses a file this large
+    except OSError as e:
+        raise Stalled(f"cannot read the config file {config}: {e.strerror or e}",
+                      hint="check the path and that the reconciler's user may read it") from e
+

@@ -109,7 +109,8 @@ def _mb(n: int) -> str:
     return f"{n / 1_000_000:.1f} MB"
 
 
-Outcome = Literal["confirmed", "failed", "timeout", "not-sent", "error"]
+#: "interrupted": the run was asked to stop (Ctrl-C, SIGTERM, lost lead) before this server confirmed
+Outcome = Literal["confirmed", "failed", "timeout", "not-sent", "error", "interrupted"]
 
 
 @dataclass
@@ -175,6 +176,7 @@ def hot_deploy(
     sleep: Callable[[float], None] = time.sleep,
     parallelism: int = 16,
     on_copied: Callable[[str], None] = lambda _: None,
+    stop: threading.Event | None = None,
 ) -> dict[str, ServerResult]:
     """Carry out the cluster plan's hot-deploys; return a result per server that had to confirm something.
 
@@ -225,7 +227,7 @@ def hot_deploy(
             results[s].modules[m] = "not-sent"
     await_confirmations(desired, {s: mods & sent for s, mods in confirms.items()},
                         {s: observed.server(s).log for s in confirms}, transports, results, timeout=timeout,
-                        poll=poll, progress=progress, clock=clock, sleep=sleep, parallelism=parallelism)
+                        poll=poll, progress=progress, clock=clock, sleep=sleep, parallelism=parallelism, stop=stop)
     return results
 
 
@@ -242,9 +244,11 @@ def await_confirmations(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     parallelism: int = 16,
+    stop: threading.Event | None = None,
 ) -> None:
     """Follow each server's log from its mark until it confirmed or refused each of its modules, or `timeout`
-    (0: read once); the verdicts go into `results` (one per server in `confirms`, created by the caller)."""
+    (0: read once), or `stop` is set (what is still pending is then `interrupted`); the verdicts go into
+    `results` (one per server in `confirms`, created by the caller)."""
     prof = desired.profile
     marks = dict(marks)
     scanners = {s: ConfirmScanner(prof, set(mods)) for s, mods in confirms.items()}
@@ -272,7 +276,7 @@ def await_confirmations(
                 if not results[s].error:
                     progress(f"{desired.name}/{s}: " + ", ".join(
                         f"{m} {v.status}" for m, v in sorted(sc.verdicts.items())))
-        if not waiting or clock() >= deadline:
+        if not waiting or clock() >= deadline or (stop is not None and stop.is_set()):
             break
         sleep(poll)
 
@@ -285,5 +289,5 @@ def await_confirmations(
             if v.status != "confirmed":
                 r.lines[m] = v.evidence
         for m in sc.pending:
-            r.modules[m] = "error" if r.error else "timeout"
+            r.modules[m] = "error" if r.error else "interrupted" if stop is not None and stop.is_set() else "timeout"
             r.lines[m] = sc.lines[-10:]

@@ -7,85 +7,47 @@ traceback. Exit codes follow Argo CD's and Terraform's `plan`: 0 nothing to do, 
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import sys
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn
 
 import click
-from rich.console import Console
-from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler import __version__
-from reconciler.db import first_line
-from reconciler.errors import ManifestInvalid, ReconcilerError, Transient
-from reconciler.settings import Settings, load_settings
+from reconciler.cli.base import (
+    EX_USAGE,
+    EXIT_CHANGES,
+    EXIT_ERROR,
+    EXIT_OK,
+    Cli,
+    Reporter,
+    common_options,
+    daemon_logging,
+    emit_json,
+    err,
+    handle_errors,
+    make_settings,
+    merged,
+    out,
+    output_options,
+    print_error,
+    progress,
+    verbosity,
+    with_elapsed,
+    with_reporter,
+)
+from reconciler.errors import ManifestInvalid, Stalled
+from reconciler.settings import Settings
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-def _width(stream: Any) -> int | None:
-    """Terminal width on a terminal; a wide page when piped to a file or another program (or $COLUMNS)."""
-    return None if stream.isatty() else int(os.environ.get("COLUMNS") or 160)
-
-
-out = Console(highlight=False, width=_width(sys.stdout))
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
-
-
-def common_options(f: F) -> F:
-    """The options every command takes; each may also come from --config (flags win)."""
-    options = [
-        click.option("--repo", metavar="URL_OR_PATH",
-                     help="Services repository: a path, file://, ssh:// or https:// URL."),
-        click.option("--branch", metavar="NAME", help="Branch to reconcile.  [default: main]"),
-        click.option("--manifest", metavar="PATH",
-                     help="Manifest path in the repository.  [default: zato-gitops.yaml]"),
-        click.option("--identity", metavar="KEY_FILE", type=click.Path(path_type=Path),
-                     help="SSH private key for the servers (else the ssh agent and default keys)."),
-        click.option("--known-hosts", "known_hosts", metavar="FILE", type=click.Path(path_type=Path),
-                     help="known_hosts file; host keys are checked strictly.  [default: ~/.ssh/known_hosts]"),
-        click.option("--state-dir", "state_dir", metavar="DIR", type=click.Path(path_type=Path),
-                     help="The reconciler's clone, lock and records.  [default: ~/.local/state/zato-gitops]"),
-        click.option("--config", "config", metavar="FILE", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-                     help="YAML file with the same settings (keys as the long options, '_' for '-'); flags win."),
-    ]
-    for opt in reversed(options):
-        f = opt(f)
-    return f
-
-
-def make_settings(kw: dict[str, Any], **extra: Any) -> Settings:
-    keys = ("repo", "branch", "manifest", "identity", "known_hosts", "state_dir")
-    return load_settings(kw.get("config"), {k: kw.get(k) for k in keys} | extra)
-
-
-def handle_errors(f: F) -> F:
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return f(*args, **kwargs)
-        except ReconcilerError as e:
-            err.print(f"[bold red]error:[/] {e.render()}", markup=True, highlight=False)
-            sys.exit(EXIT_ERROR)
-        except SQLAlchemyError as e:
-            why = Transient(f"the state database cannot be used: {first_line(e)}",
-                            hint="check `state_db` in the config and that the database answers")
-            err.print(f"[bold red]error:[/] {why.render()}", markup=True, highlight=False)
-            sys.exit(EXIT_ERROR)
-        except KeyboardInterrupt:
-            err.print("interrupted")
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
+__all__ = ["EXIT_CHANGES", "EXIT_ERROR", "EXIT_OK", "EX_USAGE", "common_options", "err", "handle_errors",
+           "main", "make_settings", "out", "progress"]
 
 
 def interrupt_on_sigterm() -> None:
-    """SIGTERM ends a command the way Ctrl-C does, so the engine's record step runs (records `interrupted`)."""
+    """SIGTERM ends a command the way a second Ctrl-C does, so the engine's record step runs (what was done so
+    far is recorded, the rest as `interrupted`)."""
     import signal
 
     def raise_interrupt(_signum: int, _frame: object) -> None:
@@ -94,13 +56,30 @@ def interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, raise_interrupt)
 
 
-def progress(msg: str) -> None:
-    err.print(f"[dim]>[/] {msg}", markup=True, highlight=False)
+def known_clusters(engine: Any, commit: str, wanted: tuple[str, ...]) -> None:
+    """Refuse a --cluster the manifest at `commit` does not name (a typo must not read as "No changes")."""
+    if not wanted:
+        return
+    from reconciler.manifest.loader import load_manifest
+
+    settings: Settings = engine.settings
+    try:
+        loaded = load_manifest(engine.source.read(commit, settings.manifest), settings.manifest)
+    except (ManifestInvalid, Stalled):
+        return  # the command itself reports the manifest's problems
+    names = [c.name for c in loaded.manifest.clusters]
+    unknown = [c for c in wanted if c not in names]
+    if unknown:
+        raise Stalled(
+            f"no cluster named {', '.join(map(repr, unknown))} in {settings.manifest} at {commit[:12]}",
+            hint=f"the manifest's clusters are: {', '.join(names) or '(none)'}",
+        )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="zato-gitops")
-def main() -> None:
+@common_options
+def main(**kw: Any) -> None:
     """Release Zato services by merging to git.
 
     A git repository holds the service modules and a manifest (zato-gitops.yaml) saying which Zato servers run
@@ -117,7 +96,10 @@ def main() -> None:
       zato-gitops history  --repo ...
       zato-gitops run      --config /etc/zato-gitops/config.yaml   # the daemon: merging is enough
 
-    Run `zato-gitops COMMAND --help` for each command's options; the manifest reference is in manifests/README.md.
+    \b
+    Run `zato-gitops COMMAND --help` for each command's options; `zato-gitops docs manifest` prints the manifest
+    reference, `zato-gitops docs` lists the other pages (exit codes, JSON output, troubleshooting).
+    Exit codes: 0 success, 1 error, 2 `plan` found changes, 64 usage error, 130 interrupted.
     """
 
 
@@ -125,8 +107,9 @@ def main() -> None:
 @common_options
 @click.option("--file", "file", metavar="MANIFEST", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Validate this manifest file only, without reading the repository.")
-@handle_errors
-def validate(file: Path | None, **kw: Any) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON on stdout.")
+@with_elapsed
+def validate(file: Path | None, as_json: bool, reporter: Reporter, **kw: Any) -> None:
     """Check the manifest and compile every module at the branch head; touch no server.
 
     Exit 0 when valid, 1 when not (every problem is listed as FILE:LINE: key.path: message).
@@ -135,44 +118,90 @@ def validate(file: Path | None, **kw: Any) -> None:
 
     if file is not None:
         try:
-            loaded = load_manifest(file.read_text(encoding="utf-8"), str(file))
+            loaded = load_manifest(file.read_bytes(), str(file))
         except ManifestInvalid as e:
-            err.print(e.render(), highlight=False)
-            sys.exit(EXIT_ERROR)
-        for w in loaded.warnings:
-            err.print(f"warning: {w}", highlight=False)
-        out.print(f"{file}: valid ({len(loaded.manifest.clusters)} clusters)")
+            _invalid(e, as_json, str(file), None)
+        _valid(as_json, str(file), None, loaded.warnings, len(loaded.manifest.clusters), None,
+               f"{file}: valid ({len(loaded.manifest.clusters)} clusters)")
         return
     from reconciler.engine.chain import Engine
 
-    engine = Engine(make_settings(kw), progress)
+    engine = Engine(make_settings(kw), reporter)
     commit = engine.fetch()
-    desired = engine.desired(commit)
-    for w in desired.warnings:
-        err.print(f"warning: {w}", highlight=False)
+    try:
+        desired = engine.desired(commit)
+    except Stalled as e:
+        _invalid(e, as_json, engine.settings.manifest, commit)
     n = sum(len(c.modules) for c in desired.clusters)
-    out.print(f"commit {commit[:12]}: valid ({len(desired.clusters)} clusters, {n} hot-deploy modules)")
+    _valid(as_json, engine.settings.manifest, commit, desired.warnings, len(desired.clusters), n,
+           f"commit {commit[:12]}: valid ({len(desired.clusters)} clusters, {n} hot-deploy modules)")
+
+
+def _invalid(e: Stalled, as_json: bool, file: str, commit: str | None) -> NoReturn:
+    """validate's refusal: the error path, with the problems listed in the JSON verdict too."""
+    if not as_json:
+        raise e
+    emit_json({"valid": False, "file": file, "commit": commit, "errors": list(getattr(e, "errors", [e.message])),
+               "warnings": [], "error": e.message, "hint": e.hint or None})
+    print_error(e.message, e.hint)
+    sys.exit(EXIT_ERROR)
+
+
+def _valid(as_json: bool, file: str, commit: str | None, warnings: Sequence[str], clusters: int,
+           modules: int | None, text: str) -> None:
+    _warn(warnings)
+    if as_json:
+        emit_json({"valid": True, "file": file, "commit": commit, "errors": [], "warnings": list(warnings),
+                   "clusters": clusters, "modules": modules})
+    else:
+        out.print(text)
+
+
+def _warn(warnings: Any) -> None:
+    if not verbosity.quiet:
+        for w in warnings:
+            err.print(f"warning: {w}", highlight=False, markup=False)
 
 
 @main.command()
 @common_options
 @click.option("--cluster", "clusters", multiple=True, metavar="NAME", help="Only this cluster (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout.")
-@handle_errors
-def plan(clusters: tuple[str, ...], as_json: bool, **kw: Any) -> None:
+@click.option("--diff", "show_diff", is_flag=True,
+              help="Show a unified diff of each changed module against the version the servers run.")
+@with_elapsed
+def plan(clusters: tuple[str, ...], as_json: bool, show_diff: bool, reporter: Reporter, **kw: Any) -> None:
     """Show what apply would change on each server, and why; change nothing.
 
     Exit 0 when every server runs what the commit says, 2 when changes are pending, 1 on error (including a
-    server that could not be observed).
+    server that could not be observed: the others' changes are still shown, `changes_pending` is null).
     """
     from reconciler.cli.render import plan_dict, print_plan
     from reconciler.engine.chain import Engine
 
-    report = Engine(make_settings(kw), progress).plan(list(clusters) or None)
+    engine = Engine(make_settings(kw), reporter)
+    commit = engine.fetch()
+    known_clusters(engine, commit, clusters)
+    report = engine.plan(list(clusters) or None, commit=commit)
+    from reconciler.cli.partial import partial_plans
+
+    partial = partial_plans(engine, report)
+    diffs = None
+    if show_diff:
+        from reconciler.cli.diff import module_diffs
+
+        diffs = module_diffs(engine, report)
     if as_json:
-        click.echo(json.dumps(plan_dict(report), indent=2))
+        data = plan_dict(report, partial)
+        if diffs is not None:
+            data["diffs"] = diffs
+        emit_json(data)
     else:
-        print_plan(out, report)
+        print_plan(out, report, partial)
+        if diffs is not None:
+            from reconciler.cli.diff import print_diffs
+
+            print_diffs(out, diffs)
     if not report.complete:
         sys.exit(EXIT_ERROR)
     sys.exit(EXIT_OK if report.plan.empty else EXIT_CHANGES)
@@ -185,23 +214,29 @@ def plan(clusters: tuple[str, ...], as_json: bool, **kw: Any) -> None:
               help="How long every server has to confirm a hot-deploy in its log; wins over the manifest's "
                    "confirm_timeout.  [default: the manifest's, else 60]")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
-@handle_errors
-def apply(clusters: tuple[str, ...], confirm_timeout: float | None, as_json: bool, **kw: Any) -> None:
+@with_reporter
+def apply(clusters: tuple[str, ...], confirm_timeout: float | None, as_json: bool, reporter: Reporter,
+          **kw: Any) -> None:
     """Make every server run what the branch head says, and record it as a git note.
 
     Hot-deploys each changed module through a pickup dir, waits until every server of the cluster logs that it
     deployed it, then writes the outcome to refs/notes/zato-gitops on the commit and pushes it. Exit 0 when every
     server confirmed (or nothing had to change), 1 otherwise.
+
+    The first Ctrl-C lets the current server step finish (a server is never left stopped) and then stops; a
+    second one aborts at once.
     """
     from reconciler.cli.render import apply_dict, print_apply
     from reconciler.engine.chain import Engine
 
-    engine = Engine(make_settings(kw), progress)
+    engine = Engine(make_settings(kw), reporter, stop=reporter.stop)
     engine.confirm_timeout_override = confirm_timeout
     interrupt_on_sigterm()
-    result = engine.apply(list(clusters) or None)
+    commit = engine.fetch()
+    known_clusters(engine, commit, clusters)
+    result = engine.apply(list(clusters) or None, commit=commit)
     if as_json:
-        click.echo(json.dumps(apply_dict(result), indent=2))
+        emit_json(apply_dict(result))
     else:
         print_apply(out, result)
     sys.exit(EXIT_OK if result.ok else EXIT_ERROR)
@@ -212,21 +247,23 @@ def apply(clusters: tuple[str, ...], confirm_timeout: float | None, as_json: boo
 @click.option("--cluster", metavar="NAME", help="Only records of this cluster.")
 @click.option("--limit", type=int, default=50, show_default=True, help="At most this many records.")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON on stdout.")
-@handle_errors
 def history(cluster: str | None, limit: int, as_json: bool, **kw: Any) -> None:
     """The deploy history: what each server got, when and with what outcome, newest first.
 
     Read from the git notes (refs/notes/zato-gitops) that apply writes; `git log --notes=zato-gitops` shows the
-    same records next to the commits.
+    same records next to the commits. In any other clone, fetch them first:
+    `git fetch origin refs/notes/zato-gitops:refs/notes/zato-gitops`.
     """
     from reconciler.cli.render import print_history
     from reconciler.engine.chain import Engine
 
     engine = Engine(make_settings(kw))
-    engine.source.fetch()
+    head = engine.source.fetch()
     entries = engine.audit.history(limit=limit, cluster=cluster)
+    if cluster and not entries:
+        known_clusters(engine, head, (cluster,))
     if as_json:
-        click.echo(json.dumps([dict(e.record) | {"commit_summary": e.summary} for e in entries], indent=2))
+        emit_json([dict(e.record) | {"commit_summary": e.summary} for e in entries])
     else:
         print_history(out, entries)
 
@@ -239,7 +276,6 @@ def history(cluster: str | None, limit: int, as_json: bool, **kw: Any) -> None:
               help="Seconds between two polls of the branch head (plus jitter).  [default: 60]")
 @click.option("--log-format", "log_format", type=click.Choice(["text", "json"]),
               help="One line per event: text for people, json for log shippers.  [default: text]")
-@handle_errors
 def run(listen: str | None, interval: float | None, log_format: str | None, **kw: Any) -> None:
     """Run the reconciler as a daemon: merging is enough, and what drifts is put back.
 
@@ -257,101 +293,76 @@ def run(listen: str | None, interval: float | None, log_format: str | None, **kw
     Endpoints on --listen: GET /healthz /readyz /metrics /api/status; POST /hooks/github, /hooks/gitlab,
     /hooks/gitea, /hooks/generic (signed with webhook_secret from the --config file). Other settings
     (drift_interval, jitter, retry_backoff, retry_backoff_max, webhook_secret, notify_urls, notify_format,
-    job_store) come from the --config file; see deploy/config.example.yaml.
+    state_db, failover_timeout) come from the --config file; `zato-gitops docs cli` lists them all.
 
     One daemon per state dir. SIGTERM finishes the current server step, never leaves a server stopped,
     writes the status and exits 0.
     """
     from reconciler.daemon import logsetup as logs
+    from reconciler.daemon.client import running_daemon
     from reconciler.daemon.loop import Daemon
 
     settings = make_settings(kw, listen=listen, interval=interval, log_format=log_format)
+    if running_daemon(settings.state_dir) is None:  # else the daemon's own "already running" says it better
+        check_listen(settings.listen)
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     logs.setup(settings.log_format, secrets=[secret] if secret else [])
+    daemon_logging()  # the daemon's log (journald, not a terminal) keeps every warning, paramiko's included
     sys.exit(Daemon(settings).run())
+
+
+def check_listen(listen: str) -> None:
+    """Refuse an address the daemon could not listen on, before it starts anything."""
+    import contextlib
+    import socket
+
+    from reconciler.settings import parse_listen
+
+    host, port = parse_listen(listen)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as e:
+        raise Stalled(f"cannot listen on {listen}: {host!r} is not an address of this machine ({e.strerror or e})",
+                      hint="give --listen an address of this machine, e.g. 127.0.0.1:9180 or 0.0.0.0:9180") from e
+    family, kind, proto, _, address = infos[0]
+    probe = socket.socket(family, kind, proto)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the daemon's server does
+        probe.bind(address)
+    except OSError as e:
+        why = "the port is in use" if e.errno == 98 else (e.strerror or str(e))
+        raise Stalled(f"cannot listen on {listen}: {why}",
+                      hint="another daemon (or program) listens there: stop it, or give --listen another port"
+                      if e.errno == 98 else "give --listen an address of this machine and a port you may use") from e
+    finally:
+        with contextlib.suppress(OSError):
+            probe.close()
 
 
 @main.command()
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON (the daemon's /api/status).")
-@handle_errors
 def status(as_json: bool, **kw: Any) -> None:
     """Each cluster's conditions (Ready, Reconciling, Stalled), revisions and servers.
 
-    Asks the daemon running on the state dir; when none runs, reads what the last one wrote to
-    <state_dir>/status.json. Exit 0 when every cluster is Ready, 1 otherwise (or when nothing is known yet).
+    Asks the daemon running on the state dir. When none runs, builds the answer from the state dir: what the last
+    daemon wrote (<state_dir>/status.json), and the deploy records of every apply, manual ones included (the git
+    notes in the state dir's clone). Exit 0 when every cluster is Ready, 1 otherwise (or when nothing is known yet).
     """
+    from reconciler.cli.status import offline_status, print_status
     from reconciler.daemon.client import call, running_daemon
 
     settings = make_settings(kw)
     info = running_daemon(settings.state_dir)
-    data = call(info, "GET", "/api/status") if info else _stored_status(settings)
+    data = call(info, "GET", "/api/status") if info else offline_status(settings)
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        emit_json(data)
     else:
-        print_status(data, running=info is not None, state_dir=settings.state_dir)
+        print_status(out, data, running=info is not None, state_dir=settings.state_dir)
     clusters = data.get("clusters") or []
     ready = bool(clusters) and all(
         any(c["type"] == "Ready" and c["status"] == "True" for c in cl["conditions"]) for cl in clusters)
     sys.exit(EXIT_OK if ready else EXIT_ERROR)
-
-
-def print_status(data: dict[str, Any], *, running: bool, state_dir: Path) -> None:
-    from rich.table import Table
-
-    d = data.get("daemon") or {}
-    src = data.get("source") or {}
-    if running:
-        two_nodes = d.get("role") and not str(d.get("role_reason", "")).startswith("single node")
-        role = f"; {d['role']}: {d.get('role_reason', '')}" if two_nodes else ""
-        out.print(f"daemon pid {d.get('pid')} at {d.get('url')}, started {d.get('started')}{role}")
-    else:
-        out.print(f"no daemon runs on {state_dir}; as last recorded:")
-    out.print(f"branch head {(src.get('revision') or '-')[:12]}, last poll {src.get('last_poll_at_iso') or '-'}")
-    if src.get("error"):
-        out.print(f"source problem ({src.get('error_kind')}): {src['error']}")
-    clusters = data.get("clusters") or []
-    if not clusters:
-        out.print("no cluster reconciled yet")
-        return
-    table = Table(show_lines=False, pad_edge=False, box=None)
-    for col in ("CLUSTER", "READY", "RECONCILING", "STALLED", "REASON", "APPLIED", "ATTEMPTED", "SUSPENDED",
-                "MESSAGE"):
-        table.add_column(col)
-    for cl in clusters:
-        cond = {c["type"]: c for c in cl["conditions"]}
-        ready = cond.get("Ready", {})
-        table.add_row(
-            cl["name"], ready.get("status", "Unknown"), cond.get("Reconciling", {}).get("status", "-"),
-            cond.get("Stalled", {}).get("status", "-"), ready.get("reason", "-"),
-            (cl.get("last_applied_revision") or "-")[:12], (cl.get("last_attempted_revision") or "-")[:12],
-            "yes" if cl.get("suspended") else "no", (ready.get("message") or "")[:200],
-        )
-    out.print(table)
-    servers = Table(box=None, pad_edge=False)
-    for col in ("CLUSTER", "SERVER", "STATE", "LAST DEPLOY", "MESSAGE"):
-        servers.add_column(col)
-    for cl in clusters:
-        for name, st in (cl.get("servers") or {}).items():
-            servers.add_row(cl["name"], name, st.get("state", "-"), st.get("last_outcome") or "-",
-                            (st.get("message") or "")[:120])
-    if servers.row_count:
-        out.print()
-        out.print(servers)
-    for cl in clusters:
-        if cl.get("drift"):
-            dr = cl["drift"]
-            out.print(f"{cl['name']}: drift {dr['action']} at {dr.get('found_at_iso')}: {'; '.join(dr['items'])}")
-
-
-def _stored_status(settings: Settings) -> dict[str, Any]:
-    from reconciler.daemon.conditions import StatusStore
-
-    store = StatusStore.for_settings(settings).load()
-    if store.db_error:
-        raise Transient(f"the state database cannot be used: {store.db_error}",
-                        hint="check `state_db` in the config and that the database answers")
-    return store.to_dict()
 
 
 def _set_suspended(clusters: tuple[str, ...], suspended: bool, kw: dict[str, Any]) -> None:
@@ -380,7 +391,6 @@ def _set_suspended(clusters: tuple[str, ...], suspended: bool, kw: dict[str, Any
 @main.command()
 @common_options
 @click.argument("clusters", nargs=-1, required=True, metavar="CLUSTER...")
-@handle_errors
 def suspend(clusters: tuple[str, ...], **kw: Any) -> None:
     """Stop the daemon from touching CLUSTER: no deploys, no drift healing, until `resume`.
 
@@ -393,7 +403,6 @@ def suspend(clusters: tuple[str, ...], **kw: Any) -> None:
 @main.command()
 @common_options
 @click.argument("clusters", nargs=-1, required=True, metavar="CLUSTER...")
-@handle_errors
 def resume(clusters: tuple[str, ...], **kw: Any) -> None:
     """Let the daemon reconcile CLUSTER again; a running daemon reconciles it at once."""
     _set_suspended(clusters, False, kw)
@@ -402,7 +411,6 @@ def resume(clusters: tuple[str, ...], **kw: Any) -> None:
 @main.command()
 @common_options
 @click.argument("clusters", nargs=-1, metavar="[CLUSTER]...")
-@handle_errors
 def reconcile(clusters: tuple[str, ...], **kw: Any) -> None:
     """Ask the running daemon to reconcile now (every cluster, or the ones named).
 
@@ -426,7 +434,6 @@ def reconcile(clusters: tuple[str, ...], **kw: Any) -> None:
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="Print the rollouts as JSON on stdout.")
 @click.pass_context
-@handle_errors
 def rollouts(ctx: click.Context, /, as_json: bool, **kw: Any) -> None:
     """Rolling restarts: list them (pending, running, halted, finished), or resume / cancel one.
 
@@ -452,17 +459,18 @@ def rollouts(ctx: click.Context, /, as_json: bool, **kw: Any) -> None:
                                      "killed; the next apply resumes it") if r.status == "running" else r
                  for r in found]
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in found], indent=2))
+        emit_json([r.to_dict() for r in found])
     else:
         print_rollouts(out, found)
 
 
 @rollouts.command("resume")
 @click.argument("rollout_id")
+@common_options
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
 @click.pass_context
-@handle_errors
-def rollouts_resume(ctx: click.Context, /, rollout_id: str, as_json: bool) -> None:
+@with_reporter
+def rollouts_resume(ctx: click.Context, /, rollout_id: str, as_json: bool, reporter: Reporter, **kw: Any) -> None:
     """Run a pending, halted or interrupted rollout now (a pending one skips its window).
 
     Servers already done are not restarted again; a halted rollout retries the server that failed. Exit 0 when
@@ -471,11 +479,12 @@ def rollouts_resume(ctx: click.Context, /, rollout_id: str, as_json: bool) -> No
     from reconciler.cli.render import print_rollout_outcome
     from reconciler.engine.chain import Engine
 
-    engine = Engine(make_settings(ctx.obj["kw"]), progress)
+    engine = Engine(make_settings(merged(ctx.obj["kw"], kw)), reporter, stop=reporter.stop)
+    rollout_exists(engine.settings, rollout_id)
     interrupt_on_sigterm()
     rollout, outcomes = engine.resume_rollout(rollout_id)
     if as_json:
-        click.echo(json.dumps(rollout.to_dict() | {"outcomes": [o.__dict__ for o in outcomes]}, indent=2))
+        emit_json(rollout.to_dict() | {"outcomes": [o.__dict__ for o in outcomes]})
     else:
         print_rollout_outcome(out, rollout, outcomes)
     sys.exit(EXIT_OK if rollout.status == "finished" else EXIT_ERROR)
@@ -483,19 +492,59 @@ def rollouts_resume(ctx: click.Context, /, rollout_id: str, as_json: bool) -> No
 
 @rollouts.command("cancel")
 @click.argument("rollout_id")
+@common_options
+@click.option("--json", "as_json", is_flag=True, help="Print the cancelled rollout as JSON on stdout.")
 @click.pass_context
-@handle_errors
-def rollouts_cancel(ctx: click.Context, /, rollout_id: str) -> None:
+def rollouts_cancel(ctx: click.Context, /, rollout_id: str, as_json: bool, **kw: Any) -> None:
     """Cancel a pending or halted rollout; its servers keep what they run now."""
     from reconciler.engine.chain import Engine
 
-    rollout = Engine(make_settings(ctx.obj["kw"]), progress).cancel_rollout(rollout_id)
-    out.print(f"rollout {rollout.id} of cluster {rollout.cluster}: {rollout.status}")
+    engine = Engine(make_settings(merged(ctx.obj["kw"], kw)), progress)
+    rollout_exists(engine.settings, rollout_id)
+    rollout = engine.cancel_rollout(rollout_id)
+    if as_json:
+        emit_json(rollout.to_dict())
+    else:
+        out.print(f"rollout {rollout.id} of cluster {rollout.cluster}: {rollout.status}")
+
+
+def rollout_exists(settings: Settings, rollout_id: str) -> None:
+    """Refuse an id (or prefix) that names no rollout, or more than one, listing the known ones."""
+    from reconciler.apply.store import RolloutStore
+
+    ids = [r.id for r in RolloutStore.for_settings(settings).all()]
+    matches = [i for i in ids if i.startswith(rollout_id)] if rollout_id else []
+    if len(matches) == 1:
+        return
+    known = ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else "") if ids else "none yet"
+    what = "names more than one rollout" if matches else "names no rollout"
+    raise Stalled(f"{rollout_id!r} {what} in the state dir {settings.state_dir}",
+                  hint=f"`zato-gitops rollouts` lists them (known ids: {known})")
+
+
+def output_schema(name: str) -> str:
+    from importlib.resources import files
+
+    return files("reconciler.cli").joinpath("schemas", f"{name}.schema.json").read_text(encoding="utf-8")
+
+
+#: the --json outputs whose JSON Schema ships in reconciler/cli/schemas/ (rollback: the command h11 adds)
+OUTPUTS = ("apply", "error", "history", "plan", "rollback", "rollouts", "rollouts-cancel", "rollouts-resume",
+           "status", "validate")
 
 
 @main.command()
-def schema() -> None:
-    """Print the manifest's JSON Schema (for editors and CI checks)."""
+@click.argument("output", required=False, type=click.Choice(OUTPUTS))
+@output_options
+def schema(output: str | None) -> None:
+    """Print the manifest's JSON Schema (for editors and CI checks), or that of a command's --json OUTPUT.
+
+    `zato-gitops schema plan` describes what `plan --json` prints; `schema error` what every --json command
+    prints when it fails. The files ship in the package (reconciler/cli/schemas/).
+    """
+    if output is not None:
+        click.echo(output_schema(output), nl=False)
+        return
     from reconciler.manifest.schema import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
@@ -503,3 +552,54 @@ def schema() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+#: `zato-gitops docs PAGE`: the pages shipped in the package (reconciler/cli/pages/), with what each is for
+PAGES = {
+    "manifest": "the manifest reference: every key of zato-gitops.yaml, with examples",
+    "cli": "commands, options, exit codes, JSON output and the deploy record format",
+    "hosts": "preparing your Zato hosts: the SSH user, known_hosts, server names, transport: local",
+    "troubleshooting": "every error message and what to do about it",
+    "history": "reading the deploy history from any clone (the notes refspec to fetch)",
+}
+
+
+def page_text(name: str) -> str:
+    from importlib.resources import files
+
+    return files("reconciler.cli").joinpath("pages", f"{name}.md").read_text(encoding="utf-8")
+
+
+@main.command()
+@click.argument("page", required=False, type=click.Choice(sorted(PAGES)))
+@output_options
+def docs(page: str | None) -> None:
+    """Print a documentation page shipped with zato-gitops (the manifest reference, exit codes, ...).
+
+    Without PAGE, lists the pages. `zato-gitops docs manifest | less` reads the manifest reference.
+    """
+    if page is None:
+        for name, what in PAGES.items():
+            out.print(f"{name:16} {what}", highlight=False)
+        return
+    click.echo(page_text(page), nl=False)
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+@output_options
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL (bash, zsh or fish).
+
+    \b
+    bash:  eval "$(zato-gitops completion bash)"        (e.g. in ~/.bashrc)
+    zsh:   eval "$(zato-gitops completion zsh)"         (e.g. in ~/.zshrc)
+    fish:  zato-gitops completion fish > ~/.config/fish/completions/zato-gitops.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None  # the Choice above lists only shells click supports
+    ctx = click.get_current_context()
+    click.echo(cls(main, {}, "zato-gitops", "_ZATO_GITOPS_COMPLETE").source())
+    ctx.exit(EXIT_OK)

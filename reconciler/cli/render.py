@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from reconciler.apply.store import Rollout
-from reconciler.core.plan import ClusterPlan
+from reconciler.core.plan import ClusterPlan, Plan
 from reconciler.engine.results import ApplyReport, PlanReport
 from reconciler.gitrepo.notes import HistoryEntry
 from reconciler.gitrepo.records import GOOD_OUTCOMES
@@ -24,16 +24,23 @@ def short(sha: str | None, n: int = 8) -> str:
     return sha[:n] if sha else "-"
 
 
-def plan_dict(report: PlanReport) -> dict[str, Any]:
+def plan_dict(report: PlanReport, partial: Sequence[Any] = ()) -> dict[str, Any]:
+    """The plan as JSON; `partial` (cli.partial.PartialPlan) adds what the reachable servers of a cluster with an
+    unobserved server would get, marked `"partial": true` with the servers it lacks."""
     data = report.plan.to_dict()
+    for pp in partial:
+        entry = Plan(report.commit, (pp.plan,), ()).to_dict()["clusters"][0]
+        data["clusters"].append(entry | {"partial": True, "unobserved": list(pp.unobserved)})
     data["unreachable"] = [
         {"cluster": c, "server": s, "error": e.message, "hint": e.hint} for c, s, e in report.unreachable
     ]
-    data["changes_pending"] = not report.plan.empty
+    # unknown while a server could not be observed: what it runs may differ too
+    data["changes_pending"] = (not report.plan.empty) if report.complete else None
+    data["complete"] = report.complete
     return data
 
 
-def print_plan(console: Console, report: PlanReport) -> None:
+def print_plan(console: Console, report: PlanReport, partial: Sequence[Any] = ()) -> None:
     p = report.plan
     console.print(Text(f"Plan for commit {p.commit[:12]}", style="bold"))
     for w in p.warnings:
@@ -46,6 +53,18 @@ def print_plan(console: Console, report: PlanReport) -> None:
             console.print(Text(f"warning: {cp.cluster}/{note}", style="yellow"))
         if cp.empty:
             console.print(f"{head}: up to date")
+            continue
+        if cp.hot_deploys:
+            _print_hot(console, report, cp, head)
+        if cp.restarts:
+            _print_restarts(console, cp, head, spec.rollout.max_unavailable, spec.rollout.window)
+    for pp in partial:
+        cp = pp.plan
+        spec = report.desired.cluster(cp.cluster).spec
+        head = (f"cluster {cp.cluster} (Zato {cp.zato_version}), partial: {', '.join(pp.unobserved)} not observed, "
+                "so apply leaves this cluster alone")
+        if cp.empty:
+            console.print(Text(f"{head}; the other servers are up to date", style="yellow"))
             continue
         if cp.hot_deploys:
             _print_hot(console, report, cp, head)
@@ -83,10 +102,11 @@ def _print_hot(console: Console, report: PlanReport, cp: ClusterPlan, head: str)
     n = len(cp.hot_deploys)
     console.print(Text(f"{head}: {n} module{'s' if n != 1 else ''} to hot-deploy", style="bold"))
     table = Table(box=None, padding=(0, 2), pad_edge=False, show_header=True)
-    table.add_column("  module", no_wrap=True)
+    # 80 columns: a long module path folds onto more lines, it is never cut
+    table.add_column("  module", overflow="fold", min_width=12)
     table.add_column("change", no_wrap=True)
     table.add_column("sha256 server -> repo", no_wrap=True)
-    table.add_column("differs on")
+    table.add_column("differs on", overflow="fold")
     for h in cp.hot_deploys:
         olds = sorted({short(d.old_sha256) for d in h.diffs})
         table.add_row(
@@ -145,7 +165,7 @@ def print_apply(console: Console, result: ApplyReport) -> None:
         return
     table = Table(title=f"Hot-deploy outcome for commit {rep.commit[:12]}", title_justify="left")
     for col in ("cluster", "server", "modules", "outcome"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # a long name wraps, it is never cut to "..."
     for c, servers in result.results.items():
         for s, r in servers.items():
             mods = ", ".join(f"{m} {v}" for m, v in sorted(r.modules.items()))
@@ -185,17 +205,24 @@ def print_history(console: Console, entries: Sequence[HistoryEntry]) -> None:
         row["outcomes"].add(r.outcome)
         if r.server:
             row["servers"].append(f"{r.server} {r.outcome}" if not r.ok else r.server)
+    # 80 columns: the short columns never wrap (the commit is never dropped), module and servers fold; the
+    # commit's summary gets its own column only on a wide page
+    wide = console.width >= 120
     table = Table(title="Deploy history, newest first (git notes refs/notes/zato-gitops)", title_justify="left",
-                  box=None, padding=(0, 2), pad_edge=False)
-    for col in ("when (UTC)", "commit", "cluster", "action", "module", "outcome", "servers"):
-        table.add_column(col, no_wrap=col not in ("servers", "commit"))
+                  box=None, padding=(0, 1), pad_edge=False)
+    cols = ["when (UTC)", "commit", *(["summary"] if wide else []), "cluster", "action", "module", "outcome",
+            "servers"]
+    for col in cols:
+        table.add_column(col, no_wrap=col in ("when (UTC)", "commit", "outcome"),
+                         overflow="fold", min_width=8 if col == "commit" else None)
     for (_, cluster, action, module), row in rows.items():
         outcomes = row["outcomes"]
         bad = outcomes - GOOD
         outcome = "ok" if not bad else next(iter(bad)) if len(bad) == 1 else "failed"
         table.add_row(
-            row["at"][:19].replace("T", " "),
-            f"{row['commit'][:8]} {row['summary'][:30]}",
+            row["at"][:16].replace("T", " "),
+            row["commit"][:8],
+            *([row["summary"][:40]] if wide else []),
             cluster,
             action,
             module,
@@ -211,7 +238,7 @@ def print_rollout_outcome(console: Console, rollout: Rollout, outcomes: Sequence
                        f"{rollout.status}", style=style))
     table = Table()
     for col in ("server", "outcome", "took", "files"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for o in outcomes:
         ok = o.outcome in ("ready", "unchanged")
         table.add_row(o.server, Text(o.outcome, style="green" if ok else "red"),
@@ -227,14 +254,14 @@ def print_rollout_outcome(console: Console, rollout: Rollout, outcomes: Sequence
 
 
 def print_rollouts(console: Console, rollouts: Sequence[Rollout]) -> None:
-    table = Table(title="Rollouts (newest first)", title_justify="left", box=None, padding=(0, 2), pad_edge=False)
+    table = Table(title="Rollouts (newest first)", title_justify="left", box=None, padding=(0, 1), pad_edge=False)
     for col in ("id", "cluster", "commit", "status", "progress", "window", "updated", "message"):
-        table.add_column(col, no_wrap=col != "message")
+        table.add_column(col, no_wrap=col in ("id", "commit", "status"), overflow="fold")
     for r in rollouts:
         style = {"finished": "green", "halted": "red", "running": "yellow", "interrupted": "yellow",
                  "pending": "cyan"}.get(r.status, "")
         steps = ", ".join(f"{s.server}:{s.step}" for s in r.servers)
         table.add_row(r.id, r.cluster, r.commit[:8], Text(r.status, style=style),
-                      f"{r.done_count}/{len(r.servers)} ({steps})", r.window or "-", r.updated[:19].replace("T", " "),
+                      f"{r.done_count}/{len(r.servers)} ({steps})", r.window or "-", r.updated[:16].replace("T", " "),
                       r.message)
     console.print(table)

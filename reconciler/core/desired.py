@@ -151,8 +151,7 @@ def build_desired(
             f"no manifest at {manifest_path} in commit {commit[:12]}",
             hint="add it to the repository root, or pass --manifest with its path in the repository",
         )
-    text = reader.read(commit, manifest_path).decode("utf-8", "replace")
-    loaded = load_manifest(text, manifest_path)
+    loaded = load_manifest(reader.read(commit, manifest_path), manifest_path)  # bytes: non-UTF-8 is named
     return desired_from_manifest(reader, commit, loaded, manifest_path, files, cache)
 
 

@@ -34,6 +34,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
+from reconciler.errors import ReconcilerError
+
 log = logging.getLogger("zato_gitops.http")
 
 MAX_BODY = 1024 * 1024
@@ -245,6 +247,8 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, {"clusters": clusters, "suspended": action == "suspend"})
         except KeyError as e:
             self._json(404, {"error": f"no cluster {e.args[0]!r}"})
+        except ReconcilerError as e:  # a standby that cannot reach the leader
+            self._json(503, {"error": e.message})
 
     def _hook(self, provider: str) -> None:
         if provider not in PROVIDERS:

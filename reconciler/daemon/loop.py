@@ -67,7 +67,7 @@ from reconciler.db.schema import scope_name
 from reconciler.engine.chain import Engine
 from reconciler.engine.results import ApplyReport, error_outcome
 from reconciler.engine.scheduler import make_scheduler
-from reconciler.errors import Busy, ReconcilerError, Stalled
+from reconciler.errors import Busy, ReconcilerError, Stalled, Transient
 from reconciler.gitrepo.records import Action, Reason, Record
 from reconciler.settings import Settings
 
@@ -338,7 +338,7 @@ class Daemon:
                 raise KeyError(cluster)
             failed = self.leader.forward({"action": "suspend", "clusters": [cluster], "suspended": suspended})
             if failed:
-                raise KeyError(f"{cluster} (the leader cannot be reached: {failed})")
+                raise Transient(f"this daemon stands by and cannot reach the leader: {failed}")
             return
         with self.status.lock:
             if cluster not in self.status.clusters:

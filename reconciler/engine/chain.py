@@ -255,7 +255,7 @@ class Engine:
                 dc, observed, cluster_plan, transports,
                 timeout=self.confirm_timeout_override or spec.confirm_timeout or self.settings.confirm_timeout,
                 poll=self.settings.confirm_poll, progress=self.progress, parallelism=self.settings.parallelism,
-                on_copied=lambda server: self.journal.copied(run.id, op, server),
+                on_copied=lambda server: self.journal.copied(run.id, op, server), stop=self.stop,
             )
             result.results[name] = servers
             run.add(self._hot_records(run, dc.modules, name, servers), op=op)
@@ -507,7 +507,7 @@ class Engine:
 
 #: a hot-deploy outcome that is not `confirmed` -> its reason
 HOT_REASONS = {"failed": Reason.DEPLOY_FAILED, "timeout": Reason.CONFIRM_TIMEOUT, "not-sent": Reason.NOT_SENT,
-               "error": Reason.DEPLOY_ERROR}
+               "error": Reason.DEPLOY_ERROR, INTERRUPTED: Reason.INTERRUPTED}
 
 
 @dataclass

@@ -114,8 +114,9 @@ def cluster_outcome(report: ApplyReport, cluster: str) -> ClusterOutcome:
     other = [f"{s}: {m} {o}" for (s, m), o in sorted(outcomes.items()) if o != "confirmed"]
     if errors or other:
         timeout = any(o == "timeout" for o in outcomes.values()) and not errors
-        return ClusterOutcome(False, "transient", Reason.CONFIRM_TIMEOUT if timeout else Reason.DEPLOY_ERROR,
-                              "; ".join(errors + other))
+        stopped = any(o == "interrupted" for o in outcomes.values()) and not errors
+        reason = Reason.INTERRUPTED if stopped else Reason.CONFIRM_TIMEOUT if timeout else Reason.DEPLOY_ERROR
+        return ClusterOutcome(False, "transient", reason, "; ".join(errors + other))
     rollout = report.rollouts.get(cluster)
     restarts = list(rollout[1]) if rollout else []
     if rollout is not None:

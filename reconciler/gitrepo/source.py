@@ -208,7 +208,8 @@ class Source:
                 hint="remove it and the reconciler clones the repository again",
             ) from e
         except (OSError, git.GitCommandError) as e:
-            raise Stalled(f"cannot create the clone at {path}: {e}") from e
+            raise Stalled(f"cannot create the clone at {path}: {e}",
+                          hint="the state dir (--state-dir) must be writable by the user running zato-gitops") from e
         env = {
             "GIT_DIR": str(path),
             "GIT_TERMINAL_PROMPT": "0",

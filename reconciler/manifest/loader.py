@@ -33,6 +33,14 @@ DEFAULT_FILENAME = "zato-gitops.yaml"
 #: alias expansion can turn a small file into a huge tree ("billion laughs"); no real manifest is near these
 _MAX_NODES = 100_000
 _MAX_DEPTH = 64
+#: a manifest or config file larger than this is refused before it is parsed (memory stays bounded)
+MAX_BYTES = 2 * 1024 * 1024
+#: at most this many problems are listed; the rest are counted (one bad anchor used 20,000 times is one fix)
+MAX_ERRORS = 50
+#: a message never quotes more than this many characters of a value
+PREVIEW = 60
+#: nor is any one message longer than this
+MAX_MESSAGE = 400
 
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
@@ -67,44 +75,101 @@ class LoadedManifest:
         return f"{head}: {format_key_path(path)}" if path else head
 
 
-def load_manifest(text: str, filename: str = DEFAULT_FILENAME) -> LoadedManifest:
-    """Parse and validate a manifest; raise `ManifestInvalid` listing every problem as `FILE:LINE: path: msg`.
+class YamlInvalid(Exception):
+    """The text is not YAML this loader reads; `errors` holds `FILE:LINE: message` strings (at most MAX_ERRORS)."""
 
-    Never lets a YAML or pydantic exception through: bad input always ends as `ManifestInvalid`.
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class YamlDoc:
+    """Plain data from a YAML file, where each key path is, and the problems found on the way."""
+
+    data: Any
+    lines: Mapping[KeyPath, int]
+    key_lines: Mapping[KeyPath, int]
+    #: (line, key path, message) per value that could not be read; those paths are left out of `data`
+    errors: list[tuple[int, KeyPath, str]]
+    dropped: list[KeyPath]
+    root_line: int
+
+
+def parse_yaml(source: str | bytes, filename: str) -> YamlDoc:
+    """Any bytes, any YAML -> plain data with line numbers; raise `YamlInvalid` for what cannot be read at all.
+
+    Never lets another exception through: bytes that are not UTF-8, a file too large, a YAML syntax error, an
+    alias bomb, a value PyYAML's constructors choke on (`!!float abc`, `2020-02-30`, an integer of 5,000 digits)
+    all become messages with the file and line.
     """
+    if len(source) > MAX_BYTES:
+        raise YamlInvalid([f"{filename}:1: the file is larger than {MAX_BYTES:,} bytes; is it the right file?"])
+    text = _decode(source, filename) if isinstance(source, bytes) else source
     root = _compose(text, filename)
     walker = _Walker()
+    if root is None:
+        return YamlDoc(None, {}, {}, [], [], 0)
     try:
         data = walker.to_python(root, ())
     except _TooBig as e:
-        raise ManifestInvalid(
-            [f"{filename}:{e.line}: the manifest is too large or nested too deeply (check its anchors and aliases)"]
+        raise YamlInvalid(
+            [f"{filename}:{e.line}: the document is too large or nested too deeply (check its anchors and aliases)"]
         ) from None
-    if walker.errors and not isinstance(data, dict):
-        raise ManifestInvalid([_fmt(filename, line, path, msg) for line, path, msg in walker.errors])
+    except RecursionError:
+        raise YamlInvalid([f"{filename}:1: the document is nested too deeply"]) from None
+    return YamlDoc(data, walker.lines, walker.key_lines, walker.errors, walker.dropped, root.start_mark.line + 1)
+
+
+def _decode(data: bytes, filename: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise YamlInvalid(
+            [f"{filename}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); "
+             f"save the file as UTF-8"]
+        ) from None
+
+
+def load_manifest(text: str | bytes, filename: str = DEFAULT_FILENAME) -> LoadedManifest:
+    """Parse and validate a manifest; raise `ManifestInvalid` listing every problem as `FILE:LINE: path: msg`.
+
+    Takes the file's bytes (or text). Never lets a YAML, decoding or pydantic exception through: bad input always
+    ends as `ManifestInvalid`, with at most MAX_ERRORS messages, none quoting more than a short preview of a value.
+    """
+    try:
+        doc = parse_yaml(text, filename)
+    except YamlInvalid as e:
+        raise ManifestInvalid(e.errors) from None
+    data = doc.data
+    if doc.root_line == 0:
+        raise ManifestInvalid(
+            [f"{filename}:1: the manifest is empty; expected a mapping with 'version' and 'clusters'"]
+        )
+    if doc.errors and not isinstance(data, dict):
+        raise ManifestInvalid(*capped([_fmt(filename, line, path, msg) for line, path, msg in doc.errors]))
     if not isinstance(data, dict):
         what = "nothing" if data is None else _describe(data)
         raise ManifestInvalid(
-            [
-                f"{filename}:{root.start_mark.line + 1}: the manifest must be a mapping with 'version' and "
-                f"'clusters', got {what}"
-            ]
+            [f"{filename}:{doc.root_line}: the manifest must be a mapping with 'version' and 'clusters', got {what}"]
         )
 
-    found: list[tuple[int, str]] = [(line, _fmt(filename, line, path, msg)) for line, path, msg in walker.errors]
+    found: list[tuple[int, str]] = [(line, _fmt(filename, line, path, msg)) for line, path, msg in doc.errors]
     manifest: Manifest | None = None
+    flagged: set[KeyPath] = set()
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as e:
-        for err in e.errors(include_url=False):
-            for path, msg, use_key_line in _explain(err):
-                if any(path[: len(s)] == s for s in walker.dropped):
-                    continue  # already reported by the walker (a value it could not read)
-                line = (walker.key_lines.get(path) if use_key_line else None) or _line_of(walker.lines, path)
-                found.append((line, _fmt(filename, line, path, msg)))
+        found += _validation_errors(e, doc, filename, flagged)
+    for path, msg in _window_problems(data):
+        if path not in flagged:
+            line = _line_of(doc.lines, path)
+            found.append((line, _fmt(filename, line, path, msg)))
     if found or manifest is None:
         found.sort(key=lambda item: item[0])  # stable: same-line errors keep pydantic's order
-        raise ManifestInvalid(list(dict.fromkeys(message for _, message in found)))
+        raise ManifestInvalid(*capped(list(dict.fromkeys(message for _, message in found))))
 
     warnings: list[str] = []
     for i, cluster in enumerate(manifest.clusters):
@@ -113,32 +178,130 @@ def load_manifest(text: str, filename: str = DEFAULT_FILENAME) -> LoadedManifest
         for j, src in enumerate(cluster.service_sources):
             if src.module is not None:
                 path = ("clusters", i, "service_sources", j, "module")
-                line = _line_of(walker.lines, path)
+                line = _line_of(doc.lines, path)
                 warnings.append(_fmt(filename, line, path, _MODULE_WARNING.format(version=cluster.zato_version)))
-    return LoadedManifest(manifest, tuple(warnings), filename, types.MappingProxyType(dict(walker.lines)))
+    return LoadedManifest(manifest, tuple(warnings), filename, types.MappingProxyType(dict(doc.lines)))
 
 
-def _compose(text: str, filename: str) -> yaml.Node:
+def _validation_errors(e: ValidationError, doc: YamlDoc, filename: str, flagged: set[KeyPath]) -> list[tuple[int, str]]:
+    """A pydantic error -> (line, `FILE:LINE: key.path: message`) per problem; `flagged` collects their paths."""
+    found: list[tuple[int, str]] = []
+    for path, line, msg in explain_validation(e, doc, Manifest):
+        flagged.add(path)
+        found.append((line, _fmt(filename, line, path, msg)))
+    return found
+
+
+def explain_validation(
+    e: ValidationError, doc: YamlDoc | None, model: type[BaseModel]
+) -> list[tuple[KeyPath, int, str]]:
+    """(key path, line in `doc`, message) per problem of a pydantic error on data read by `parse_yaml`.
+
+    Values quoted in messages are cut to a preview; problems below a value the YAML walker could not read are
+    left out (the walker reported them)."""
+    found: list[tuple[KeyPath, int, str]] = []
+    for err in e.errors(include_url=False):
+        for path, msg, use_key_line in _explain(err, model):
+            if doc is None:
+                found.append((path, 1, msg))
+                continue
+            if any(path[: len(d)] == d for d in doc.dropped):
+                continue
+            line = (doc.key_lines.get(path) if use_key_line else None) or _line_of(doc.lines, path)
+            found.append((path, line, msg))
+    return found
+
+
+def capped(errors: list[str]) -> tuple[list[str], int]:
+    """The first MAX_ERRORS messages (and a line counting the others), with the number of problems."""
+    if len(errors) <= MAX_ERRORS:
+        return errors, len(errors)
+    return [*errors[:MAX_ERRORS], f"... and {len(errors) - MAX_ERRORS:,} more"], len(errors)
+
+
+def _window_problems(data: dict[str, Any]) -> list[tuple[KeyPath, str]]:
+    """Every `clusters[i].rollout.window` whose cron fields are out of range (the model checks only the shape)."""
+    found: list[tuple[KeyPath, str]] = []
+    clusters = data.get("clusters")
+    if not isinstance(clusters, list):
+        return found
+    for i, cluster in enumerate(clusters):
+        rollout = cluster.get("rollout") if isinstance(cluster, dict) else None
+        window = rollout.get("window") if isinstance(rollout, dict) else None
+        if isinstance(window, str):
+            problem = cron_problem(window)
+            if problem:
+                found.append((("clusters", i, "rollout", "window"), problem))
+    return found
+
+
+#: crontab's five fields: name, lowest, highest, names allowed in place of numbers
+_CRON_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+    ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
+)
+
+
+def cron_problem(expression: str) -> str | None:
+    """Why a 5-field crontab expression (UTC, crontab's day numbers) cannot be used, or None when it can.
+
+    Checked here, where the manifest is read, so `validate` refuses `61 2 * * *` with the file and line instead of
+    the scheduler failing at apply time. Items: `*`, `N`, `N-M`, each with an optional `/STEP`, comma-separated;
+    months and weekdays also by their three-letter names.
+    """
+    fields = expression.split()
+    if len(fields) != 5:
+        return f"must be a 5-field cron expression like '0 2 * * *', got {_preview(expression)}"
+    for text, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        for item in text.split(","):
+            problem = _cron_item(item.lower(), low, high, names)
+            if problem:
+                return f"cron {name} field {_preview(text)}: {problem} (allowed {low}-{high})"
+    return None
+
+
+def _cron_item(item: str, low: int, high: int, names: tuple[str, ...]) -> str | None:
+    span, slash, step = item.partition("/")
+    if slash and (not step.isdigit() or int(step) < 1):
+        return f"step {_preview(step)} must be a whole number of at least 1"
+    if span in ("*", "?"):
+        return None
+    first, dash, last = span.partition("-")
+    bounds: list[int] = []
+    for part in (first, last) if dash else (first,):
+        if part in names:
+            bounds.append(names.index(part) + low)
+        elif part.isdigit() and len(part) <= 4:
+            bounds.append(int(part))
+        else:
+            return f"{_preview(part or item)} is not a number{' or a name' if names else ''}"
+        if not low <= bounds[-1] <= high:
+            return f"{bounds[-1]} is out of range"
+    if len(bounds) == 2 and bounds[0] > bounds[1]:
+        return f"the range {_preview(span)} runs backwards"
+    return None
+
+
+def _compose(text: str, filename: str) -> yaml.Node | None:
     loader: yaml.SafeLoader | None = None
     try:
         loader = yaml.SafeLoader(text)  # the reader checks for unprintable characters already here
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
-        raise ManifestInvalid([_yaml_error(e, filename)]) from None
+        raise YamlInvalid([_yaml_error(e, filename)]) from None
     except yaml.YAMLError as e:  # ReaderError (a control character) has a position, not a mark
         pos = getattr(e, "position", None)
         line = text.count("\n", 0, pos) + 1 if isinstance(pos, int) else 1
         reason = getattr(e, "reason", None) or str(e)
-        raise ManifestInvalid([f"{filename}:{line}: {reason}"]) from None
+        raise YamlInvalid([f"{filename}:{line}: {reason}"]) from None
     except RecursionError:
-        raise ManifestInvalid([f"{filename}:1: the document is nested too deeply"]) from None
+        raise YamlInvalid([f"{filename}:1: the document is nested too deeply"]) from None
     finally:
         if loader is not None:
             loader.dispose()
-    if root is None:
-        raise ManifestInvalid(
-            [f"{filename}:1: the manifest is empty; expected a mapping with 'version' and 'clusters'"]
-        )
     return root
 
 
@@ -156,7 +319,7 @@ def _yaml_error(e: yaml.MarkedYAMLError, filename: str) -> str:
             message = f"{problem} ({context}{at})"
     else:
         message = problem or context or "invalid YAML"
-    return f"{filename}:{line}: {message}"
+    return _fmt(filename, line, (), message)
 
 
 class _TooBig(Exception):
@@ -197,8 +360,8 @@ class _Walker:
                 return [self.to_python(item, (*path, i)) for i, item in enumerate(node.value)]
             try:
                 return self._constructor.construct_object(node, deep=True)
-            except yaml.YAMLError as e:
-                self._fail(node, path, getattr(e, "problem", None) or str(e))
+            except Exception as e:  # PyYAML's constructors raise ValueError, KeyError, AttributeError, ...
+                self._fail(node, path, _unreadable(node, e))
                 return None
         finally:
             self._active.discard(id(node))
@@ -213,7 +376,7 @@ class _Walker:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             name: str = key_node.value
-            if name in first:
+            if name in first and len(self.errors) <= MAX_ERRORS:
                 self.errors.append(
                     (
                         key_node.start_mark.line + 1,
@@ -225,8 +388,8 @@ class _Walker:
                 first[name] = key_node.start_mark.line + 1
         try:
             self._constructor.flatten_mapping(node)
-        except yaml.YAMLError as e:
-            self._fail(node, path, getattr(e, "problem", None) or str(e))
+        except Exception as e:
+            self._fail(node, path, _unreadable(node, e))
             return None
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -235,10 +398,10 @@ class _Walker:
             if isinstance(key_node, yaml.ScalarNode):
                 try:
                     key = self._constructor.construct_object(key_node, deep=True)
-                except yaml.YAMLError:
+                except Exception:
                     key = None
             if not isinstance(key, str):
-                shown = repr(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "a complex key"
+                shown = _preview(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "a complex key"
                 self.errors.append((line, path, f"keys must be plain names, got {shown}"))
                 continue
             child = (*path, key)
@@ -263,10 +426,43 @@ def _line_of(lines: Mapping[KeyPath, int], path: KeyPath) -> int:
 
 
 def _fmt(filename: str, line: int, path: KeyPath, message: str) -> str:
-    return f"{filename}:{line}: {format_key_path(path)}: {message}" if path else f"{filename}:{line}: {message}"
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 3] + "..."
+    where = format_key_path(path) if path else ""
+    if len(where) > MAX_MESSAGE:
+        where = where[: MAX_MESSAGE - 3] + "..."
+    return f"{filename}:{line}: {where}: {message}" if path else f"{filename}:{line}: {message}"
 
 
-def _explain(err: ErrorDetails) -> list[tuple[KeyPath, str, bool]]:
+def _preview(value: str) -> str:
+    """`value` quoted, cut to PREVIEW characters: an error never repeats a large value."""
+    if len(value) <= PREVIEW:
+        return repr(value)
+    return f"{value[:PREVIEW]!r}... ({len(value):,} characters)"
+
+
+_TAGS = {"tag:yaml.org,2002:int": "whole number", "tag:yaml.org,2002:float": "number",
+         "tag:yaml.org,2002:timestamp": "date", "tag:yaml.org,2002:bool": "boolean",
+         "tag:yaml.org,2002:binary": "base64 value"}
+
+
+def _unreadable(node: yaml.Node, e: Exception) -> str:
+    """Why PyYAML could not construct `node`'s value, without quoting more than a preview of it."""
+    what = _TAGS.get(node.tag, "value")
+    shown = _preview(node.value) if isinstance(node, yaml.ScalarNode) and isinstance(node.value, str) else "here"
+    if isinstance(e, yaml.YAMLError):
+        reason = getattr(e, "problem", None) or type(e).__name__
+    elif what == "whole number" and "digits" in str(e):
+        reason = "too many digits"
+    elif what == "date":
+        reason = "no such date" if isinstance(e, ValueError) else "not a date"
+    else:
+        reason = f"not a valid {what}"
+    quote = "; quote it if it is meant as text" if what in ("date", "whole number", "number") else ""
+    return f"cannot read the {what} {shown}: {reason}{quote}"
+
+
+def _explain(err: ErrorDetails, root: type[BaseModel]) -> list[tuple[KeyPath, str, bool]]:
     """One pydantic error -> (key path, message, point at the key rather than the value) per problem in it."""
     loc: KeyPath = tuple(err["loc"])
     kind = err["type"]
@@ -278,7 +474,7 @@ def _explain(err: ErrorDetails) -> list[tuple[KeyPath, str, bool]]:
     if kind == "missing":
         return [(loc, "field required", False)]  # not in the file: line_of gives the mapping that lacks it
     if kind == "extra_forbidden":
-        model = _model_at(loc[:-1])
+        model = _model_at(root, loc[:-1])
         allowed = ", ".join(model.model_fields) if model is not None else "?"
         return [(loc, f"unknown key; allowed: {allowed}", True)]
     return [(loc, _message(kind, err["msg"], ctx, given), False)]
@@ -333,19 +529,20 @@ def _describe(v: Any) -> str:
     if isinstance(v, bool):
         return f"the boolean {str(v).lower()}"
     if isinstance(v, int | float):
-        return f"the number {v!r}"
+        shown = repr(v)
+        return f"the number {shown if len(shown) <= PREVIEW else f'{shown[:20]}... ({len(shown):,} digits)'}"
     if isinstance(v, str):
-        return repr(v)
+        return _preview(v)
     if isinstance(v, dict):
         return "a mapping"
     if isinstance(v, list):
         return "a list"
-    return f"the {type(v).__name__} {v}"
+    return f"the {type(v).__name__} {_preview(str(v))}"
 
 
-def _model_at(path: KeyPath) -> type[BaseModel] | None:
+def _model_at(root: type[BaseModel], path: KeyPath) -> type[BaseModel] | None:
     """The model class that validates the mapping at `path` (for the list of allowed keys)."""
-    t: Any = Manifest
+    t: Any = root
     for part in path:
         t = _unwrap_optional(t)
         if isinstance(part, int):

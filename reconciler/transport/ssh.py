@@ -48,6 +48,7 @@ class _QuietRetriedOpens(logging.Filter):
 
 logging.getLogger("paramiko.transport").addFilter(_QuietRetriedOpens())
 _CHUNK = 32768  # one SSH packet's worth
+_SUBSYSTEM_TRIES = 3  # sessions closed at the SFTP subsystem request before it counts as missing
 _POLL = 0.25  # how often blocked stream threads look at their stop flag
 _WITHOUT_STDIN = " </dev/null"
 _WITH_STDIN = "; __zg_status=$?; cat >/dev/null; exit $__zg_status"
@@ -158,6 +159,12 @@ def _connect_error(
         )
     if isinstance(e, OSError):
         return errors.Unreachable(f"{label}: cannot connect to {addr}: {e.strerror or e}")
+    if "protocol banner" in str(e) or "Incompatible ssh" in str(e):
+        return errors.Stalled(
+            f"{label}: {addr} is not an SSH server (it answered, but not with an SSH banner)",
+            hint="check the server's `port:` in the manifest: it must be the host's sshd port (22 unless changed), "
+                 "not Zato's HTTP port",
+        )
     return errors.Unreachable(f"{label}: the SSH handshake with {addr} failed: {e or type(e).__name__}")
 
 
@@ -420,6 +427,7 @@ class SSHTransport:
         deadline = time.monotonic() + self._pool.options.io_timeout
         replaced_stale = False
         delay = 0.005
+        refused_subsystem = 0
         while True:
             conn, reused = self._connection()
             opening = True
@@ -449,13 +457,26 @@ class SSHTransport:
                         replaced_stale = True
                         continue  # a stale pooled connection: writing the whole file again is harmless
                     raise errors.Unreachable(f"{self.label}: lost the connection while writing {path}") from e
+                if opening and str(e) == "Channel closed.":
+                    # the session opened but sshd closed it at the subsystem request: no SFTP subsystem (a
+                    # MaxSessions refusal fails at the open instead); a few tries rule out a passing hiccup
+                    refused_subsystem += 1
+                    if refused_subsystem >= _SUBSYSTEM_TRIES:
+                        raise errors.Stalled(
+                            f"{self.label}: the host's sshd refused the SFTP subsystem, needed to write {path}",
+                            hint="add `Subsystem sftp internal-sftp` to the host's sshd_config and reload sshd "
+                                 "(static installs write files over SFTP; `zato-gitops docs hosts`)",
+                        ) from e
                 if opening and time.monotonic() + delay < deadline:
                     time.sleep(delay)  # the SFTP session was refused on a live connection; see _channel
                     delay = min(delay * 2, 0.2)
                     continue
                 if isinstance(e, TimeoutError) or opening:
                     raise errors.Unreachable(
-                        f"{self.label}: writing {path} failed: {e or type(e).__name__}"
+                        f"{self.label}: writing {path} failed: {e or type(e).__name__}",
+                        hint="files are written over SFTP: if the host's sshd has no SFTP subsystem, add "
+                             "`Subsystem sftp internal-sftp` to its sshd_config and reload sshd "
+                             "(`zato-gitops docs hosts`)" if opening else "",
                     ) from e
                 raise errors.Stalled(f"{self.label}: cannot write {path}: {e or type(e).__name__}") from e
 

@@ -26,7 +26,7 @@ from reconciler.daemon.logsetup import setup
 from reconciler.daemon.loop import Daemon
 from reconciler.daemon.notify import Notifier, body, safe_url
 from reconciler.engine.results import ApplyReport, PlanReport, error_outcome
-from reconciler.errors import Busy, HostKeyError, ModulesInvalid, Stalled, Unreachable
+from reconciler.errors import Busy, HostKeyError, ModulesInvalid, Stalled, Transient, Unreachable
 from reconciler.gitrepo.records import Record
 from reconciler.settings import Settings
 
@@ -604,10 +604,12 @@ class Standby:
 
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
+        self.fail = ""
 
     def forward(self, request: dict[str, Any]) -> str:
-        self.sent.append(request)
-        return ""
+        if not self.fail:
+            self.sent.append(request)
+        return self.fail
 
 
 def test_a_standby_reconciles_nothing_forwards_requests_and_writes_no_status(tmp_path: Path) -> None:
@@ -622,6 +624,13 @@ def test_a_standby_reconciles_nothing_forwards_requests_and_writes_no_status(tmp
     assert [(r["action"], r["clusters"], r["force"]) for r in d.leader.sent] == [
         ("reconcile", None, False), ("reconcile", ["prod"], True)]
     assert d.status_dict()["daemon"]["role"] == "standby"
+    d.status.cluster("prod")
+    d.set_suspended("prod", True)
+    assert d.leader.sent[-1] == {"action": "suspend", "clusters": ["prod"], "suspended": True}
+    d.leader.fail = "connection refused"
+    with pytest.raises(Transient, match="cannot reach the leader"):
+        d.set_suspended("prod", False)
+    d.leader.sent.pop()
 
     # what the leader does with a forwarded request: as if it had come to it
     leader, _, _ = make_daemon(tmp_path / "leader", eng)

@@ -286,7 +286,7 @@ def test_billion_laughs_is_refused_quickly() -> None:
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
     assert errors_of("\n".join(lines) + "\n") == [
-        "zato-gitops.yaml:1: the manifest is too large or nested too deeply (check its anchors and aliases)"
+        "zato-gitops.yaml:1: the document is too large or nested too deeply (check its anchors and aliases)"
     ]
 
 
