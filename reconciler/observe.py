@@ -75,6 +75,10 @@ echo "service_sources=$(res "$ss" "$repo")"
 echo "gunicorn_bind=$(ini main gunicorn_bind)"
 echo "bind=$(ini main bind)"
 echo "environ=$envr"
+# whichever section holds it: a quickstart gives every server of the host the same one
+ipc=$(awk -F= '$1 ~ /^[ \t]*ipc_port_start[ \t]*$/ { v = $2; gsub(/^[ \t]+|[ \t\r]+$/, "", v); print v; exit }' \
+  config/repo/server.conf)
+echo "ipc_port_start=$ipc"
 echo "@@overrides"
 for k in main.work_dir hot_deploy.pickup_dir hot_deploy.current_work_dir main.service_sources; do
   [ -n "$(envv "Zato_Config_Server_server__conf_${k%%.*}_${k#*.}")" ] && echo "$k"
@@ -248,6 +252,7 @@ def parse_observation(cluster: Cluster, server: Server, text: str) -> ObservedSe
         static=static,
         sources_text=sources_text,
         environ=kv.get("environ", "none"),
+        ipc_port_start=kv.get("ipc_port_start", ""),
         overrides=tuple(line for line in sec.get("overrides", []) if line),
         extra_pickup=_extra_pickup([line for line in sec.get("extra", []) if line], server_dir),
     )

@@ -16,6 +16,11 @@ owner is on this very machine and whose pid is gone (a reconciler killed a momen
 (we hold that dir's lock, so it cannot be working), checked by its token so two reconcilers taking over at once
 cannot both win. A holder that could not renew stops before it touches
 another server.
+
+Where: the first server of the cluster (manifest order) that answers. Two reconcilers that disagree on what answers
+could then hold leases on different servers, so a lease that is not on the first server is partial: it lets its
+holder finish a server already in flight (bring back one it stopped), never start another one; and apply refuses
+the cluster's new work under it (the first server cannot be observed then anyway).
 """
 
 from __future__ import annotations
@@ -216,10 +221,19 @@ class Lease:
             return
         self._valid_until = started + self.ttl
 
+    @property
+    def full(self) -> bool:
+        """Whether the lease sits on the cluster's first server, where every reconciler looks first. One taken on
+        a later server (the first did not answer) only lets us finish a server already in flight."""
+        return self.site is not None and self.site is self.sites[0]
+
     def check(self) -> None:
-        """Raise `Interrupted` unless the lease is ours for at least another third of its TTL."""
+        """Raise `Interrupted` unless the lease is ours, full, for at least another third of its TTL."""
         if self._lost:
             raise Interrupted(self._lost)
+        if not self.full:
+            raise Interrupted(f"the lease of cluster {self.cluster} is on {self.site.server if self.site else '?'}: "
+                              f"{self.sites[0].server} did not answer, so no further server is started")
         if self.clock() > self._valid_until - self.ttl / 3:
             raise Interrupted(f"the lease of cluster {self.cluster} could not be renewed on "
                               f"{self.site.server if self.site else '?'}")

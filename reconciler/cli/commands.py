@@ -56,15 +56,14 @@ def interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, raise_interrupt)
 
 
-def known_clusters(engine: Any, commit: str, wanted: tuple[str, ...]) -> None:
+def known_clusters(source: Any, settings: Settings, commit: str, wanted: tuple[str, ...]) -> None:
     """Refuse a --cluster the manifest at `commit` does not name (a typo must not read as "No changes")."""
     if not wanted:
         return
     from reconciler.manifest.loader import load_manifest
 
-    settings: Settings = engine.settings
     try:
-        loaded = load_manifest(engine.source.read(commit, settings.manifest), settings.manifest)
+        loaded = load_manifest(source.read(commit, settings.manifest), settings.manifest)
     except (ManifestInvalid, Stalled):
         return  # the command itself reports the manifest's problems
     names = [c.name for c in loaded.manifest.clusters]
@@ -74,6 +73,19 @@ def known_clusters(engine: Any, commit: str, wanted: tuple[str, ...]) -> None:
             f"no cluster named {', '.join(map(repr, unknown))} in {settings.manifest} at {commit[:12]}",
             hint=f"the manifest's clusters are: {', '.join(names) or '(none)'}",
         )
+
+
+def known_clusters_offline(settings: Settings, wanted: tuple[str, ...]) -> None:
+    """As `known_clusters`, against the branch head last fetched into the state dir (no network: suspend, resume
+    and reconcile work while the git server is down); nothing is checked when nothing was fetched yet."""
+    if not wanted or not settings.repo or not (Path(settings.state_dir) / "repo.git").is_dir():
+        return
+    from reconciler.gitrepo.source import Source
+
+    source = Source(settings.repo, settings.branch, settings.state_dir, ssh_command=settings.git_ssh_command())
+    head = source.git("rev-parse", "--verify", "--quiet", f"{source.tracking_ref}^{{commit}}")
+    if head.status == 0 and head.out.strip():
+        known_clusters(source, settings, head.out.strip(), wanted)
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -181,7 +193,7 @@ def plan(clusters: tuple[str, ...], as_json: bool, show_diff: bool, reporter: Re
 
     engine = Engine(make_settings(kw), reporter)
     commit = engine.fetch()
-    known_clusters(engine, commit, clusters)
+    known_clusters(engine.source, engine.settings, commit, clusters)
     report = engine.plan(list(clusters) or None, commit=commit)
     from reconciler.cli.partial import partial_plans
 
@@ -233,7 +245,7 @@ def apply(clusters: tuple[str, ...], confirm_timeout: float | None, as_json: boo
     engine.confirm_timeout_override = confirm_timeout
     interrupt_on_sigterm()
     commit = engine.fetch()
-    known_clusters(engine, commit, clusters)
+    known_clusters(engine.source, engine.settings, commit, clusters)
     result = engine.apply(list(clusters) or None, commit=commit)
     if as_json:
         emit_json(apply_dict(result))
@@ -261,7 +273,7 @@ def history(cluster: str | None, limit: int, as_json: bool, **kw: Any) -> None:
     head = engine.source.fetch()
     entries = engine.audit.history(limit=limit, cluster=cluster)
     if cluster and not entries:
-        known_clusters(engine, head, (cluster,))
+        known_clusters(engine.source, engine.settings, head, (cluster,))
     if as_json:
         emit_json([dict(e.record) | {"commit_summary": e.summary} for e in entries])
     else:
@@ -370,6 +382,7 @@ def _set_suspended(clusters: tuple[str, ...], suspended: bool, kw: dict[str, Any
     from reconciler.daemon.conditions import StatusStore
 
     settings = make_settings(kw)
+    known_clusters_offline(settings, clusters)
     info = running_daemon(settings.state_dir)
     verb = "suspended" if suspended else "resumed"
     if info is not None:
@@ -422,6 +435,7 @@ def reconcile(clusters: tuple[str, ...], **kw: Any) -> None:
     from reconciler.errors import Stalled
 
     settings = make_settings(kw)
+    known_clusters_offline(settings, clusters)
     info = running_daemon(settings.state_dir)
     if info is None:
         raise Stalled(f"no zato-gitops daemon runs on the state dir {settings.state_dir}",

@@ -250,6 +250,17 @@ def _server_notes(desired: DesiredCluster, servers: list[ObservedServer]) -> tup
                 f"{s.name}: its process's environment cannot be read (another user's), so a Zato_Config_Server_... "
                 "override of the pickup dir would not be seen: server.conf's is used"
             )
+    shared: dict[tuple[str, str], list[str]] = {}
+    for s in servers:
+        if s.ipc_port_start:
+            shared.setdefault((host_key(desired, s.name), s.ipc_port_start), []).append(s.name)
+    for (_, port), names in shared.items():
+        if len(names) > 1:
+            notes.append(
+                f"{', '.join(names)}: one host, one ipc_port_start ({port}) in server.conf, as a quickstart leaves "
+                "them; a module dropped into the server that started second fails there with `Credentials error` "
+                "and is never confirmed. Give each server its own ipc_port_start"
+            )
     if desired.profile.fan_out:
         everywhere = {m for s in servers for m in s.deployed}
         for s in servers:

@@ -143,6 +143,8 @@ class ObservedServer:
     overrides: tuple[str, ...] = ()
     #: folders the server watches besides its pickup dir (Zato_Hot_Deploy_Dir, pickup.conf user sections)
     extra_pickup: tuple[str, ...] = ()
+    #: server.conf's ipc_port_start ("" when absent): servers of one host need their own
+    ipc_port_start: str = ""
 
     @property
     def name(self) -> str:

@@ -195,7 +195,13 @@ class Engine:
                 if cluster_plan.cluster not in held:  # came back between the lease and the observe
                     result.refused[cluster_plan.cluster] = ["no server answered when its lease was taken"]
                     continue
-                self._apply_cluster(run, desired, report, cluster_plan, conns, result, held[cluster_plan.cluster])
+                lease = held[cluster_plan.cluster]
+                if not lease.full:
+                    result.refused[cluster_plan.cluster] = [
+                        f"its first server did not answer when the lease was taken (it is on "
+                        f"{lease.site.server if lease.site else '?'}); run again"]
+                    continue
+                self._apply_cluster(run, desired, report, cluster_plan, conns, result, lease)
         unreachable = [run.record(Action.OBSERVE, "failed", cluster=c, server=s, detail=err.message,
                                   reason=Reason.HOST_KEY_UNKNOWN if isinstance(err, Stalled)
                                   else Reason.SERVERS_UNREACHABLE)

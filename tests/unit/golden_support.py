@@ -57,7 +57,8 @@ def build(case: dict[str, Any]) -> tuple[Desired, dict[str, ObservedCluster]]:
                                       static=o.get("static", {}),
                                       sources_text=o.get("sources_text", "./work/hot-deploy/current\n"),
                                       environ=o.get("environ", "read"), overrides=tuple(o.get("overrides", ())),
-                                      extra_pickup=tuple(o.get("extra_pickup", ()))))
+                                      extra_pickup=tuple(o.get("extra_pickup", ())),
+                                      ipc_port_start=o.get("ipc_port_start", "")))
         observed[c["name"]] = ObservedCluster(c["name"], tuple(obs))
     from reconciler.manifest.model import Manifest
 

@@ -139,6 +139,17 @@ def test_unknown_cluster_lists_the_known_ones(world: World) -> None:
     valid("error", doc(as_json))
 
 
+def test_suspend_and_reconcile_check_cluster_names_without_the_network(world: World) -> None:
+    nothing_fetched = world.run("suspend", "prdo")  # no clone yet: nothing to check against, recorded as asked
+    assert nothing_fetched.exit_code == 0
+    world.run("validate")  # fetches the branch into the state dir
+    typo = world.run("suspend", "prdo")
+    assert typo.exit_code == 1
+    assert "error: no cluster named 'prdo'" in typo.stderr and "prod, edge" in typo.stderr
+    assert world.run("suspend", "prod").exit_code == 0
+    assert "no cluster named 'nosuch'" in world.run("reconcile", "nosuch").stderr
+
+
 # --- one error path -----------------------------------------------------------------------------------------------
 
 def test_validate_file_binary_and_json(tmp_path: Path) -> None:

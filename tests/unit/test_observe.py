@@ -153,4 +153,11 @@ def test_a_stopped_server_has_no_environment_to_read(tmp_path: Path) -> None:
     srv = make_server(tmp_path / "server1")
     (srv / "pidfile").unlink()
     obs = observe(srv)
-    assert (obs.environ, obs.overrides, obs.extra_pickup) == ("none", (), ())
+    assert (obs.environ, obs.overrides, obs.extra_pickup, obs.ipc_port_start) == ("none", (), (), "")
+
+
+def test_ipc_port_start_is_read_from_whichever_section_holds_it(tmp_path: Path) -> None:
+    srv = make_server(tmp_path / "server1")
+    conf = srv / "config" / "repo" / "server.conf"
+    conf.write_text(conf.read_text() + "\n[misc]\nipc_port_start = 17050\r\n")
+    assert observe(srv).ipc_port_start == "17050"

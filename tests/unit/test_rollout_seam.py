@@ -310,6 +310,22 @@ def test_the_lease_lives_on_the_first_reachable_server(tmp_path: Path) -> None:
     assert any(p.endswith("/server2/zato-gitops.lease") for p in bed.servers[1].files)
 
 
+def test_a_lease_off_the_first_server_only_finishes_the_server_in_flight(tmp_path: Path) -> None:
+    bed = Bed(tmp_path, 3, sources=BILLING)
+    rid = bed.rollout()
+    drop_after_stop("server2", bed)
+    bed.timeless_runner().run(bed.store.get(rid))  # server2 stopped and lost
+    bed.servers[1].reachable = True
+    bed.servers[0].reachable = False  # now the first server does not answer
+    partial = lease(bed, "me@here", 42)
+    partial.acquire()
+    assert partial.site is not None and partial.site.server == "server2" and not partial.full
+    outcomes = bed.runner(guard=partial.check).run(bed.store.get(rid))
+    assert [(o.server, o.outcome) for o in outcomes] == [("server2", "ready"), ("server3", "interrupted")]
+    assert bed.servers[1].running and bed.starts()["server3"] == 0 and bed.servers[2].running
+    assert "server1 did not answer" in outcomes[1].error
+
+
 def test_an_expired_lease_or_a_dead_owner_on_this_host_is_taken_over(tmp_path: Path) -> None:
     bed = Bed(tmp_path, 1)
     old = lease(bed, "ops@there", 41)
