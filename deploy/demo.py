@@ -103,6 +103,11 @@ def main() -> int:
         git(repo, "commit", "-q", "-am", "CRM: full customer name")
         banner("git commit -am 'CRM: full customer name'")
         run([*zg, "apply", *opts], show=short.format("apply") + "   # only crm.py is redeployed")
+        git(repo, "config", "receive.denyCurrentBranch", "updateInstead")  # the demo pushes into its checkout
+        first = subprocess.run(["git", "rev-parse", "--short", "HEAD~1"], cwd=repo, check=True, capture_output=True,
+                               text=True).stdout.strip()
+        run([*zg, "rollback", "--to", first, "--message", "Back to the short name", *opts],
+            show=short.format(f"rollback --to {first}") + "   # a new commit with the old tree, then applied")
         (repo / "static" / "reports").mkdir(parents=True)
         (repo / "static" / "reports" / "daily.py").write_text(REPORTS)
         with (repo / "zato-gitops.yaml").open("a") as f:

@@ -21,6 +21,36 @@ from reconciler.manifest.loader import MAX_BYTES, YamlInvalid, capped, explain_v
 from reconciler.manifest.model import KeyPath
 
 
+class GitHost(BaseModel):
+    """Where pull request comments and commit statuses go (`git_host:`); the token comes from the environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["github", "gitlab", "gitea"]
+    api_url: str = Field(description="The provider's REST API root, e.g. https://api.github.com, "
+                         "https://gitlab.example.com/api/v4, https://gitea.example.com/api/v1.")
+    repository: str = Field(description="owner/name (GitLab: the project path or numeric id).")
+    token_env: str = Field("ZATO_GITOPS_TOKEN", description="Environment variable that holds the API token.")
+    timeout: float = Field(10.0, gt=0)
+    retries: int = Field(3, ge=0, description="Further attempts of a status that could not be posted.")
+    retry_delay: float = Field(2.0, ge=0, description="Seconds before the first retry (doubling).")
+
+    def token(self) -> str | None:
+        return os.environ.get(self.token_env) or None
+
+
+class Verify(BaseModel):
+    """Which commits the reconciler trusts (`verify:`); lives in the reconciler's config, never the repository."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signatures: Literal["off", "ssh", "gpg"] = "off"
+    allowed_signers: Path | None = Field(None, description="ssh: git's allowed signers file; gpg: a keyring.")
+    allow_history_rewrite: bool = False
+    signing_key: str | None = Field(None, description="Key that signs rollback commits (ssh: a private key file; "
+                                    "gpg: a key id), so a rollback passes verification.")
+
+
 def default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "zato-gitops"
@@ -63,6 +93,11 @@ class Settings(BaseModel):
     failover_timeout: float = Field(
         15.0, gt=0, description="Seconds within which a standby takes over after the leader's database session ends.")
     log_format: Literal["text", "json"] = "text"
+    external_url: str | None = Field(None, description="The daemon's URL as people reach it; commit statuses "
+                                     "link to it.")
+    # release by pull request
+    git_host: GitHost | None = None
+    verify: Verify = Field(default_factory=lambda: Verify(allowed_signers=None, signing_key=None))
 
     @field_validator("listen")
     @classmethod

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run the whole test suite on a fresh Debian/Ubuntu machine with Python >= 3.11.
 # Installs what the tests need when it is missing (OpenSSH server for the end-to-end tests, HAProxy for the drain
-# test, PostgreSQL for the two-node tests, git), makes a virtualenv in .venv, installs the project with its test
-# extras, then runs ruff, mypy --strict and pytest. Extra arguments go to pytest (e.g. `bash tests/run.sh -k hot_deploy`).
+# test, PostgreSQL for the two-node tests, git, gnupg for the signature tests), makes a virtualenv in .venv,
+# installs the project with its test extras, then runs ruff, mypy --strict and pytest. Extra arguments go to
+# pytest (e.g. `bash tests/run.sh -k hot_deploy`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,8 @@ missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh-keygen >/dev/null || missing+=(openssh-client)
 command -v git >/dev/null || missing+=(git)
+# signed-history tests sign commits with gpg (and with ssh-keygen, from openssh-client)
+{ command -v gpg >/dev/null && command -v gpg-agent >/dev/null; } || missing+=(gnupg)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 # the Zato stand-in runs as an unprivileged test user with the system's python3
 [ -x /usr/bin/python3 ] || missing+=(python3)

@@ -175,26 +175,72 @@ def _warn(warnings: Any) -> None:
             err.print(f"warning: {w}", highlight=False, markup=False)
 
 
+REF_HELP = ("Plan this ref instead of the branch head, fetched from the origin: a branch, a commit SHA, "
+            "refs/pull/N/head (GitHub, Gitea) or refs/merge-requests/N/head (GitLab).")
+
+
+def _planned(engine: Any, ref: str | None, clusters: tuple[str, ...]) -> tuple[Any, Any, str, list[str]]:
+    """(plan report, release view, commit, problems): a refused commit gives no report and its problems."""
+    from reconciler.errors import ModulesInvalid
+
+    commit = engine.fetch_ref(ref) if ref else engine.fetch()
+    known_clusters(engine.source, engine.settings, commit, clusters)
+    try:
+        report = engine.plan(list(clusters) or None, commit=commit)
+    except (ManifestInvalid, ModulesInvalid) as e:
+        return None, None, commit, e.errors
+    return report, engine.release(report), commit, []
+
+
+def _markdown(report: Any, release: Any, commit: str, problems: list[str], ref: str) -> str:
+    from reconciler.cli.markdown import render
+
+    if report is None:
+        return render(None, ref=ref, commit=commit, problems=problems)
+    return render(
+        release, ref=ref, commit=commit,
+        zato_versions={c.cluster: c.zato_version for c in report.plan.clusters},
+        unreachable=[(c, s, e.message) for c, s, e in report.unreachable], warnings=list(report.plan.warnings),
+    )
+
+
 @main.command()
 @common_options
 @click.option("--cluster", "clusters", multiple=True, metavar="NAME", help="Only this cluster (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout.")
+@click.option("--ref", metavar="REF", help=REF_HELP)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]),
+              help="text for people, json for scripts, markdown for a pull request comment.  [default: text]")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout (short for --format json).")
 @click.option("--diff", "show_diff", is_flag=True,
               help="Show a unified diff of each changed module against the version the servers run.")
 @with_elapsed
-def plan(clusters: tuple[str, ...], as_json: bool, show_diff: bool, reporter: Reporter, **kw: Any) -> None:
-    """Show what apply would change on each server, and why; change nothing.
+def plan(clusters: tuple[str, ...], ref: str | None, fmt: str | None, as_json: bool, show_diff: bool,
+         reporter: Reporter, **kw: Any) -> None:
+    """Show what apply would change on each server, and why, down to Zato services; change nothing.
+
+    For every changed module the plan names the Zato services it adds, changes and removes (read from the
+    source, never imported), the servers it reaches and the restarts a static change causes, and it names
+    modules still deployed on a server that the commit no longer has.
 
     Exit 0 when every server runs what the commit says, 2 when changes are pending, 1 on error (including a
-    server that could not be observed: the others' changes are still shown, `changes_pending` is null).
+    server that could not be observed: the others' changes are still shown, `changes_pending` is null; with
+    --format markdown, also a commit that would be refused).
     """
-    from reconciler.cli.render import plan_dict, print_plan
+    from reconciler.cli.render import plan_dict, print_plan, print_release
     from reconciler.engine.chain import Engine
 
+    fmt = "json" if as_json else (fmt or "text")
     engine = Engine(make_settings(kw), reporter)
-    commit = engine.fetch()
+    if fmt == "markdown":
+        report, release, commit, problems = _planned(engine, ref, clusters)
+        click.echo(_markdown(report, release, commit, problems, ref or engine.settings.branch), nl=False)
+        if report is None or not report.complete:
+            sys.exit(EXIT_ERROR)
+        sys.exit(EXIT_OK if report.plan.empty else EXIT_CHANGES)
+    commit = engine.fetch_ref(ref) if ref else engine.fetch()
     known_clusters(engine.source, engine.settings, commit, clusters)
     report = engine.plan(list(clusters) or None, commit=commit)
+    release = engine.release(report)
     from reconciler.cli.partial import partial_plans
 
     partial = partial_plans(engine, report)
@@ -203,13 +249,16 @@ def plan(clusters: tuple[str, ...], as_json: bool, show_diff: bool, reporter: Re
         from reconciler.cli.diff import module_diffs
 
         diffs = module_diffs(engine, report)
-    if as_json:
-        data = plan_dict(report, partial)
+    if fmt == "json":
+        data = plan_dict(report, partial) | {"ref": ref or engine.settings.branch, "release": release.to_dict()}
         if diffs is not None:
             data["diffs"] = diffs
         emit_json(data)
     else:
+        if ref:
+            out.print(f"{ref} is commit {commit[:12]}; planned against what the servers run now", markup=False)
         print_plan(out, report, partial)
+        print_release(out, release)
         if diffs is not None:
             from reconciler.cli.diff import print_diffs
 
@@ -217,6 +266,38 @@ def plan(clusters: tuple[str, ...], as_json: bool, show_diff: bool, reporter: Re
     if not report.complete:
         sys.exit(EXIT_ERROR)
     sys.exit(EXIT_OK if report.plan.empty else EXIT_CHANGES)
+
+
+@main.command()
+@common_options
+@click.option("--ref", metavar="REF", required=True, help=REF_HELP)
+@click.option("--pr", "pr", type=int, required=True, metavar="N",
+              help="The pull request (GitHub, Gitea) or merge request iid (GitLab) to comment on.")
+@click.option("--cluster", "clusters", multiple=True, metavar="NAME", help="Only this cluster (repeatable).")
+@with_elapsed
+def comment(ref: str, pr: int, clusters: tuple[str, ...], reporter: Reporter, **kw: Any) -> None:
+    """Post the plan of REF as a comment on pull request N, or update the one posted before.
+
+    The git host comes from `git_host:` in the --config file (provider github, gitlab or gitea, api_url,
+    repository, token_env); the token is read from the environment variable token_env names. zato-gitops keeps
+    one comment per pull request, found again by a hidden marker, and edits it on every run.
+
+    Exit 0 when the comment is posted and the plan is complete, 1 when the commit would be refused or a server
+    could not be observed (the comment says so), or on error.
+    """
+    from reconciler.engine.chain import Engine
+    from reconciler.githost.client import client_for
+
+    settings = make_settings(kw)
+    if settings.git_host is None:
+        raise Stalled("no git host configured", hint="add `git_host:` (provider, api_url, repository, token_env) "
+                                                    "to the --config file")
+    client = client_for(settings.git_host)
+    engine = Engine(settings, reporter)
+    report, release, commit, problems = _planned(engine, ref, clusters)
+    what, cid = client.upsert_comment(pr, _markdown(report, release, commit, problems, ref))
+    out.print(f"plan of {ref} ({commit[:12]}): comment {cid} {what} on #{pr}", markup=False)
+    sys.exit(EXIT_OK if report is not None and report.complete else EXIT_ERROR)
 
 
 @main.command()
@@ -244,9 +325,12 @@ def apply(clusters: tuple[str, ...], confirm_timeout: float | None, as_json: boo
     engine = Engine(make_settings(kw), reporter, stop=reporter.stop)
     engine.confirm_timeout_override = confirm_timeout
     interrupt_on_sigterm()
-    commit = engine.fetch()
-    known_clusters(engine.source, engine.settings, commit, clusters)
-    result = engine.apply(list(clusters) or None, commit=commit)
+    try:
+        commit = engine.fetch_to_apply()  # an untrusted head is refused here, and recorded
+        known_clusters(engine.source, engine.settings, commit, clusters)
+        result = engine.apply(list(clusters) or None, commit=commit)
+    finally:
+        engine.close()  # the commit statuses still queued go out (each a few tries at most)
     if as_json:
         emit_json(apply_dict(result))
     else:
@@ -278,6 +362,48 @@ def history(cluster: str | None, limit: int, as_json: bool, **kw: Any) -> None:
         emit_json([dict(e.record) | {"commit_summary": e.summary} for e in entries])
     else:
         print_history(out, entries)
+
+
+@main.command()
+@common_options
+@click.option("--to", "to", required=True, metavar="COMMIT", help="The commit whose tree the branch goes back to.")
+@click.option("--message", "message", metavar="TEXT", help="First line of the rollback commit's message "
+              "(default: Roll back to COMMIT).")
+@click.option("--no-apply", "no_apply", is_flag=True,
+              help="Only push the rollback commit; the daemon (or a later apply) installs it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rollback (and the apply) as JSON on stdout.")
+@with_reporter
+def rollback(to: str, message: str | None, no_apply: bool, as_json: bool, reporter: Reporter, **kw: Any) -> None:
+    """Roll the branch back to COMMIT through git, then apply it.
+
+    Creates a new commit on the branch whose tree equals COMMIT's tree, with a message naming both commits and who
+    ran it, and pushes it (refused, with nothing changed, when the branch moved meanwhile). Then applies it like
+    any commit, unless --no-apply. History is never rewritten, so the daemon never undoes a rollback: it is the
+    newest commit. Exit 0 when pushed (and applied everywhere), 1 otherwise.
+    """
+    from reconciler.cli.render import apply_dict, print_apply
+    from reconciler.engine.chain import Engine
+
+    engine = Engine(make_settings(kw), reporter, stop=reporter.stop)
+    try:
+        made = engine.rollback(to, message)
+        data: dict[str, Any] = {"commit": made.commit, "to": made.to, "from": made.parent, "applied": None}
+        if not as_json:
+            out.print(f"rollback commit {made.commit[:12]}: the tree of {made.to[:12]}, on top of {made.parent[:12]}",
+                      markup=False)
+        if no_apply:
+            if as_json:
+                emit_json(data)
+            sys.exit(EXIT_OK)
+        engine.check_trust(made.commit)  # signed with verify.signing_key when signatures are required
+        result = engine.apply(commit=made.commit)
+    finally:
+        engine.close()
+    if as_json:
+        emit_json(data | {"applied": apply_dict(result)})
+    else:
+        print_apply(out, result)
+    sys.exit(EXIT_OK if result.ok else EXIT_ERROR)
 
 
 @main.command()
@@ -496,7 +622,10 @@ def rollouts_resume(ctx: click.Context, /, rollout_id: str, as_json: bool, repor
     engine = Engine(make_settings(merged(ctx.obj["kw"], kw)), reporter, stop=reporter.stop)
     rollout_exists(engine.settings, rollout_id)
     interrupt_on_sigterm()
-    rollout, outcomes = engine.resume_rollout(rollout_id)
+    try:
+        rollout, outcomes = engine.resume_rollout(rollout_id)
+    finally:
+        engine.close()
     if as_json:
         emit_json(rollout.to_dict() | {"outcomes": [o.__dict__ for o in outcomes]})
     else:
@@ -575,6 +704,8 @@ PAGES = {
     "hosts": "preparing your Zato hosts: the SSH user, known_hosts, server names, transport: local",
     "troubleshooting": "every error message and what to do about it",
     "history": "reading the deploy history from any clone (the notes refspec to fetch)",
+    "releases": "releasing by pull request: plan a ref in Zato services, the PR comment, commit statuses, signed "
+                "history, rollback, modules that left git",
 }
 
 

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from reconciler.apply.store import Rollout
 from reconciler.core.plan import ClusterPlan, Plan
+from reconciler.core.release import Release
 from reconciler.engine.results import ApplyReport, PlanReport
 from reconciler.gitrepo.notes import HistoryEntry
 from reconciler.gitrepo.records import GOOD_OUTCOMES
@@ -72,6 +73,23 @@ def print_plan(console: Console, report: PlanReport, partial: Sequence[Any] = ()
             _print_restarts(console, cp, head, spec.rollout.max_unavailable, spec.rollout.window)
     if p.empty and report.complete:
         console.print("No changes: every server runs what the commit says.")
+
+
+def print_release(console: Console, release: Release) -> None:
+    """The plan in Zato's words, after the file-level plan: services per changed module, modules that left git."""
+    for c in release.clusters:
+        for m in c.modules:
+            parts = ([f"+{n}" for n in m.added] + [f"~{n}" for n in m.changed] + [f"-{n}" for n in m.removed])
+            line = f"{c.cluster}: {m.repo_path} {m.change}: {', '.join(parts) or 'no services'}"
+            if m.unknown_before:
+                line += f" (what {', '.join(m.unknown_before)} run now is not in git)"
+            console.print(Text(line))
+        for r in c.restarts:
+            parts = [f"+{n}" for n in r.added] + [f"~{n}" for n in r.changed] + [f"-{n}" for n in r.removed]
+            if parts:
+                console.print(Text(f"{c.cluster}: restart of {r.server} loads {', '.join(parts)}"))
+        for g in c.left_git:
+            console.print(Text(f"{c.cluster}: {g.describe()}", style="yellow"))
 
 
 #: outcomes of a record that mean it went well, or that it is waiting (not a failure)
@@ -198,7 +216,8 @@ def print_history(console: Console, entries: Sequence[HistoryEntry]) -> None:
     rows: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for e in entries:
         r = e.typed
-        module = r.module or (f"rollout {r.rollout}" if r.rollout else "-")
+        module = r.module or (f"rollout {r.rollout}" if r.rollout else None) or (
+            f"back to {str(r.extra['to'])[:8]} from {str(r.extra.get('from', ''))[:8]}" if r.extra.get("to") else "-")
         key = (r.run, r.cluster or "-", str(r.extra.get("action", r.action)), module)
         row = rows.setdefault(key, {"at": r.at, "commit": e.commit, "summary": e.summary,
                                     "servers": [], "outcomes": set()})

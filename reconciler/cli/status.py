@@ -170,6 +170,8 @@ def print_status(console: Console, data: dict[str, Any], *, running: bool, state
         console.print()
         console.print(servers)
     for cl in clusters:
+        for gone in cl.get("left_git") or []:
+            console.print(f"{cl['name']}: {gone}", markup=False, highlight=False)
         if cl.get("drift"):
             dr = cl["drift"]
             console.print(f"{cl['name']}: drift {dr['action']} at {dr.get('found_at_iso')}: {'; '.join(dr['items'])}")

@@ -137,6 +137,8 @@ class ClusterStatus:
     drift: Drift | None = None
     servers: dict[str, ServerState] = field(default_factory=dict)
     conditions: dict[str, Condition] = field(default_factory=dict)
+    #: modules deployed on the servers that the commit last seen no longer has ("billing_old.py on server1: ...")
+    left_git: list[str] = field(default_factory=list)
 
     # --- decisions ---------------------------------------------------------------------------------------------
     def due(self, head: str, now: float, forced: bool = False) -> tuple[bool, str]:
@@ -298,6 +300,7 @@ class ClusterStatus:
             if self.failure else None,
             "drift": asdict(self.drift) | {"found_at_iso": iso(self.drift.found_at)} if self.drift else None,
             "servers": {k: asdict(v) for k, v in sorted(self.servers.items())},
+            "left_git": list(self.left_git),
         }
 
     @classmethod
@@ -316,6 +319,7 @@ class ClusterStatus:
             servers={k: ServerState(**{a: b for a, b in v.items() if a in ServerState.__dataclass_fields__})
                      for k, v in (d.get("servers") or {}).items()},
             conditions={c["type"]: Condition(**c) for c in d.get("conditions") or []},
+            left_git=[str(x) for x in d.get("left_git") or []],
         )
         return cs
 

@@ -68,7 +68,8 @@ from reconciler.engine.chain import Engine
 from reconciler.engine.results import ApplyReport, error_outcome
 from reconciler.engine.scheduler import make_scheduler
 from reconciler.errors import Busy, ReconcilerError, Stalled, Transient
-from reconciler.gitrepo.records import Action, Reason, Record
+from reconciler.gitrepo.records import Action, Record
+from reconciler.gitrepo.trust import Untrusted
 from reconciler.settings import Settings
 
 log = logging.getLogger("zato_gitops.daemon")
@@ -131,7 +132,9 @@ class Daemon:
         self._source_error_logged = ""
 
     def _make_engine(self, stop: threading.Event) -> Engine:
-        return Engine(self.settings, self._progress, stop=stop)
+        engine = Engine(self.settings, self._progress, stop=stop)
+        engine.status_hook = lambda result, _update: self.metrics.commit_statuses.labels(result).inc()
+        return engine
 
     @property
     def engine(self) -> Engine:
@@ -199,6 +202,8 @@ class Daemon:
             with contextlib.suppress(OSError):
                 info.unlink()
             self.notifier.close(wait=True)
+            if self._engine is not None:
+                self._engine.close()
             self.lock.release()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -432,6 +437,11 @@ class Daemon:
             return
         try:
             head = engine.fetch()
+        except Untrusted as e:  # unsigned, an unknown signer, or rewritten history: every cluster stalls on it
+            for name in self._cluster_names(e.commit):
+                self.status.cluster(name)
+            self._commit_refused(e.commit, e, forced=force_all or bool(force))
+            return
         except ReconcilerError as e:
             self._source_failed(e, "stalled" if isinstance(e, Stalled) else "transient")
             return
@@ -468,6 +478,16 @@ class Daemon:
                 log.debug("%s: nothing to do (%s)", name, why)
         src.revision = head
 
+    def _cluster_names(self, commit: str) -> list[str]:
+        """The clusters a commit's manifest names, read as data only (nothing observed, nothing compiled)."""
+        from reconciler.manifest.loader import load_manifest
+
+        try:
+            text = self.engine.source.read(commit, self.settings.manifest).decode("utf-8", "replace")
+            return [c.name for c in load_manifest(text, self.settings.manifest).manifest.clusters]
+        except (ReconcilerError, AttributeError):
+            return []
+
     def _commit_refused(self, head: str, e: Stalled, forced: bool) -> None:
         """The commit itself is invalid (manifest, module that does not compile): every cluster stalls on it."""
         src = self.status.source
@@ -480,7 +500,7 @@ class Daemon:
         try:
             self.engine.audit.record(head, [Record(
                 at=iso(self.clock()) or "", run=uuid.uuid4().hex[:12], by=self.engine.by, commit=head,
-                action=Action.REFUSED, outcome="failed", reason=Reason.COMMIT_INVALID, detail=e.message)])
+                action=Action.REFUSED, outcome="failed", reason=error_outcome(e).reason, detail=e.message)])
         except ReconcilerError as rec_err:
             log.warning("cannot record the refusal on %s: %s", short(head), rec_err.message)
         events: list[Event] = []

@@ -52,6 +52,12 @@ class Metrics:
             "too-large, bad-request).", ["provider", "result"], registry=r)
         self.notifications = Counter(
             f"{PREFIX}_notifications", "Notifications sent, by result (sent, failed).", ["result"], registry=r)
+        self.commit_statuses = Counter(
+            f"{PREFIX}_commit_statuses", "Commit statuses sent to the git host, by result (posted; retried: an "
+            "attempt failed and is tried again; failed: given up, the deploy went on).", ["result"], registry=r)
+        self.left_git = Gauge(
+            f"{PREFIX}_modules_not_in_git", "Modules deployed on the cluster's servers that the applied commit no "
+            "longer has (zato-gitops does not undeploy them).", ["cluster"], registry=r)
         self.last_applied_info = Gauge(
             f"{PREFIX}_last_applied_revision_info", "1 for the revision last applied to every server of the cluster.",
             ["cluster", "revision"], registry=r)
@@ -92,7 +98,7 @@ class Metrics:
     def forget(self, cluster: str) -> None:
         """A cluster gone from the manifest leaves /metrics too."""
         for g in (self.ready, self.stalled, self.suspended, self.servers, self.servers_reachable,
-                  self.last_applied_ts):
+                  self.last_applied_ts, self.left_git):
             with contextlib.suppress(KeyError):
                 g.remove(cluster)
         self.set_revision(cluster, None, None)

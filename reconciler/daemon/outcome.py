@@ -10,11 +10,13 @@ the drift check decide *when* to apply; this module says *what came of it*, the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from reconciler.core.release import left_git
 from reconciler.daemon.conditions import ClusterStatus, Event, ServerState, StatusStore
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.notify import Notifier
@@ -50,6 +52,11 @@ class Ledger:
         if obs is not None:
             for o in obs.servers:
                 states[o.name] = ServerState("running" if o.running else "stopped", "", now)
+            with contextlib.suppress(KeyError, AttributeError):  # a report without desired state (tests' fakes)
+                gone = left_git(plan_report.desired.cluster(name).modules, obs, {})
+                self.metrics.left_git.labels(name).set(len(gone))
+                with self.status.lock:
+                    self.status.cluster(name).left_git = [g.describe() for g in gone]
         for c, s, e in plan_report.unreachable:
             if c == name:
                 states[s] = ServerState("unreachable", e.message, now)

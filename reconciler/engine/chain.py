@@ -31,6 +31,7 @@ from reconciler.apply.rollout import RestartOutcome, RolloutRunner
 from reconciler.apply.store import OPEN, Rollout, RolloutStore
 from reconciler.core.desired import build_desired
 from reconciler.core.plan import ClusterPlan, Plan, plan
+from reconciler.core.release import Release, release, wanted_shas
 from reconciler.core.state import Desired, DesiredCluster, Module
 from reconciler.engine.facts import FactFile
 from reconciler.engine.journal import (
@@ -43,7 +44,10 @@ from reconciler.engine.journal import (
 )
 from reconciler.engine.results import ApplyReport, PlanReport
 from reconciler.engine.scheduler import next_window, window_due, window_open
-from reconciler.errors import Busy, ReconcilerError, Stalled, Unreachable
+from reconciler.errors import Busy, ReconcilerError, SourceError, Stalled, Unreachable
+from reconciler.githost.client import State, client_for
+from reconciler.githost.statuses import ResultHook, StatusPoster, StatusUpdate
+from reconciler.gitrepo import blobs, trust
 from reconciler.gitrepo.notes import Audit, PushResult, format_at
 from reconciler.gitrepo.records import INTERRUPTED, Action, Reason, Record
 from reconciler.gitrepo.source import Source
@@ -103,6 +107,10 @@ class Engine:
         #: `apply --timeout`: an operator's word wins over the manifest's confirm_timeout
         self.confirm_timeout_override: float | None = None
         self.by = f"{getpass.getuser()}@{socket.gethostname()}"
+        #: counts each commit status posted, retried or given up (the daemon points it at /metrics)
+        self.status_hook: ResultHook | None = None
+        self._statuses: StatusPoster | None = None
+        self._statuses_off_said = False
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -120,10 +128,64 @@ class Engine:
 
     # --- steps ---------------------------------------------------------------------------------------------
     def fetch(self) -> str:
+        """Fetch the branch head and check that it may be applied (`trust.Untrusted` when not)."""
         self.progress(f"fetching {self.settings.branch}")
         commit = self.source.fetch()
         self.progress(f"commit {commit[:12]}")
+        self.check_trust(commit)
         return commit
+
+    def fetch_to_apply(self, run_id: str | None = None) -> str:
+        """`fetch()` for a command that applies: a head refused as untrusted is also recorded on its commit, so
+        `history` shows who tried to release what (a plan records nothing)."""
+        try:
+            return self.fetch()
+        except trust.Untrusted as e:
+            self._record(e.commit, [Record(at=utc_now(), run=run_id or uuid.uuid4().hex[:12], by=self.by,
+                                           commit=e.commit, action=Action.REFUSED, outcome="failed",
+                                           reason=Reason.UNTRUSTED, detail=e.message)])
+            raise
+
+    def check_trust(self, commit: str) -> None:
+        """Refuse a head that is not signed by an allowed key, or that rewrites the applied history."""
+        v = self.settings.verify
+        if v.signatures != "off":
+            sig = trust.check_signed(self.source, commit, v.signatures, v.allowed_signers)
+            self.progress(f"commit {commit[:12]}: {sig.describe()}")
+        if not v.allow_history_rewrite:
+            trust.check_descends(self.source, self.settings.branch, commit)
+
+    # --- commit statuses -----------------------------------------------------------------------------------
+    @property
+    def statuses(self) -> StatusPoster | None:
+        """The commit status poster when `git_host` is configured and its token is there, else None."""
+        host = self.settings.git_host
+        if host is None:
+            return None
+        if self._statuses is None:
+            if not host.token():
+                if not self._statuses_off_said:  # once, not once per status
+                    self.progress(f"commit statuses are off: the environment variable {host.token_env} is empty")
+                    self._statuses_off_said = True
+                return None
+            self._statuses = StatusPoster(client_for(host), retries=host.retries, retry_delay=host.retry_delay,
+                                          on_result=lambda r, u: self.status_hook(r, u) if self.status_hook else None)
+        return self._statuses
+
+    def post_status(self, commit: str, cluster: str, ok: bool | None, description: str) -> None:
+        poster = self.statuses
+        if poster is None:
+            return
+        state: State = "pending" if ok is None else "success" if ok else "failure"
+        poster.post(StatusUpdate(commit, cluster, state, description, self.settings.external_url))
+
+    def close(self) -> None:
+        """Let queued commit statuses go out (bounded by their retries), then stop the poster."""
+        if self._statuses is not None:
+            host = self.settings.git_host
+            bound = (host.timeout + host.retry_delay * 2 ** host.retries) * (host.retries + 1) if host else 30.0
+            self._statuses.flush(bound)
+            self._statuses.close()
 
     def desired(self, commit: str) -> Desired:
         try:
@@ -150,6 +212,32 @@ class Engine:
         with self.connections() as conns:
             return self.observe(desired, conns, only)
 
+    def fetch_ref(self, ref: str) -> str:
+        """Fetch the branch (for the notes and the applied history) and `ref`; return the commit `ref` names.
+
+        No trust check: a pull request is planned before anyone signs its merge; applying it is what is checked."""
+        self.progress(f"fetching {ref}")
+        self.source.fetch()
+        commit = trust.fetch_ref(self.source, ref)
+        self.progress(f"{ref} is commit {commit[:12]}")
+        return commit
+
+    def release(self, report: PlanReport) -> Release:
+        """The plan in Zato's words: services added, changed and removed per module, modules that left git."""
+        wanted = wanted_shas(report.plan, report.desired, report.observed)
+        found: dict[str, bytes] = {}
+        if wanted:
+            blob_ids = [str(e.record["blob"]) for e in self.audit.history(limit=2000)
+                        if e.record.get("sha256") in wanted and e.record.get("blob")]
+            found = blobs.by_sha256(self.source, wanted, blob_ids, [
+                trust.last_applied(self.source, self.settings.branch),
+                self.source.ref_sha(self.source.tracking_ref)], known=self._known_sha256)
+        return release(report.plan, report.desired, report.observed, found)
+
+    def _known_sha256(self, blob: str) -> str | None:
+        facts = self.facts.get(blob)
+        return facts.sha256 if facts is not None else None
+
     def apply(
         self, only: list[str] | None = None, commit: str | None = None, desired: Desired | None = None
     ) -> ApplyReport:
@@ -162,7 +250,7 @@ class Engine:
         ends by recording what it did (`_run`'s finaliser): an exception, SIGINT or SIGTERM records what was done
         so far as `interrupted`."""
         with self.locked():
-            commit = desired.commit if desired is not None else commit or self.fetch()
+            commit = desired.commit if desired is not None else commit or self.fetch_to_apply()
             #: each commit's desired state, built once for this run (and the killed runs it finishes first)
             desireds = {desired.commit: desired} if desired is not None else {}
             with self.connections() as conns:
@@ -170,6 +258,13 @@ class Engine:
                 with self._run(commit, conns, desireds) as run:
                     result = self._apply(run, only, conns)
             result.note = run.note
+            try:
+                trust.mark_applied(self.source, self.settings.branch, commit)
+            except SourceError as e:  # the deploy happened: say so, and let the next apply mark it
+                self.progress(f"warning: {e.message}")
+            for name in result.report.plan.clusters:
+                ok, why = cluster_status(result, name.cluster)
+                self.post_status(commit, name.cluster, ok, why)
             return result
 
     def _apply(self, run: _Run, only: list[str] | None, conns: Connections) -> ApplyReport:
@@ -181,11 +276,25 @@ class Engine:
             raise
         result = ApplyReport(PlanReport(commit, desired, {}, plan(desired, {}), []), run_id=run.id)
         names = [c.name for c in desired.clusters if only is None or c.name in only]
+        for name in names:
+            self.post_status(commit, name, None, f"deploying {commit[:12]}")
+        try:
+            self._apply_clusters(run, desired, names, conns, result)
+        except Exception as e:
+            for name in names:
+                self.post_status(commit, name, False, f"error: {e}".splitlines()[0])
+            raise
+        result.records = run.records
+        return result
+
+    def _apply_clusters(
+        self, run: _Run, desired: Desired, names: list[str], conns: Connections, result: ApplyReport
+    ) -> None:
         with contextlib.ExitStack() as leases:
             # the leases come first: the plan must be made while no other reconciler changes the servers
             held = self._take_leases(leases, [desired.cluster(n) for n in names], conns)
             for rollout in self.store.all(("running", "interrupted")):
-                if (only is None or rollout.cluster in only) and rollout.cluster in held:
+                if rollout.cluster in names and rollout.cluster in held:
                     self._run_rollout(run, rollout.id, conns, result, held[rollout.cluster])
             report = self.observe(desired, conns, names)
             result.report = report
@@ -207,8 +316,6 @@ class Engine:
                                   else Reason.SERVERS_UNREACHABLE)
                        for c, s, err in report.unreachable]
         run.add(unreachable)
-        result.records = run.records
-        return result
 
     def _take_leases(
         self, stack: contextlib.ExitStack, clusters: list[DesiredCluster], conns: Connections
@@ -302,6 +409,29 @@ class Engine:
         self.progress(f"{name}: rolling restart {rollout.id} of {len(cluster_plan.restarts)} server(s), "
                       f"{spec.rollout.max_unavailable} at a time")
         self._run_rollout(run, rollout.id, conns, result, lease)
+
+    # --- rollback through git ------------------------------------------------------------------------------
+    def rollback(self, to: str, message: str | None = None) -> trust.RollbackCommit:
+        """Push a commit on the branch whose tree is `to`'s tree, and record it as a rollback on that commit.
+
+        Git stays the truth: the new commit is what the daemon (or `apply`) installs next, like any other commit,
+        so nothing has to remember that something was rolled back, and nothing undoes it."""
+        v = self.settings.verify
+        if v.signatures != "off" and not v.signing_key:
+            raise Stalled("signed history is required (verify.signatures), but no key signs the rollback commit",
+                          hint="set verify.signing_key in the reconciler's config to a key the allowed signers "
+                               "list, or make the rollback commit by hand and sign it")
+        with self.locked():
+            self.progress(f"rolling {self.settings.branch} back to the tree of {to}")
+            made = trust.make_rollback(self.source, self.settings.branch, to, self.by, message,
+                                       sign_key=v.signing_key if v.signatures != "off" else None,
+                                       sign_format=v.signatures)
+            self.progress(f"pushed {made.commit[:12]} (tree of {made.to[:12]}, on top of {made.parent[:12]})")
+            self._record(made.commit, [Record(
+                at=utc_now(), run=uuid.uuid4().hex[:12], by=self.by, commit=made.commit, action=Action.ROLLBACK,
+                outcome="ok", detail=f"tree of {made.to[:12]} (was {made.parent[:12]}), by {self.by}",
+                extra={"to": made.to, "from": made.parent})])
+            return made
 
     # --- the run and its record step -----------------------------------------------------------------------
     @property
@@ -471,9 +601,17 @@ class Engine:
                 with self._run(rollout.commit, conns, desireds) as run:
                     desired = run.desired(rollout.commit)
                     result = ApplyReport(PlanReport(rollout.commit, desired, {}, Plan("", ()), []))
-                    with self.lease(desired.cluster(rollout.cluster), conns).held() as lease:
-                        self._run_rollout(run, rollout.id, conns, result, lease)
+                    self.post_status(rollout.commit, rollout.cluster, None, f"rolling restart {rollout.id} running")
+                    try:
+                        with self.lease(desired.cluster(rollout.cluster), conns).held() as lease:
+                            self._run_rollout(run, rollout.id, conns, result, lease)
+                    except Exception as e:
+                        self.post_status(rollout.commit, rollout.cluster, False, f"error: {e}".splitlines()[0])
+                        raise
             final, outcomes = result.rollouts[rollout.cluster]
+            self.post_status(rollout.commit, rollout.cluster, final.status == "finished",
+                             f"rolling restart {final.id} {final.status}" + (f": {final.message}"
+                                                                             if final.status != "finished" else ""))
             return final, outcomes
 
     def cancel_rollout(self, rid: str) -> Rollout:
@@ -543,6 +681,27 @@ class _Run:
         if records or op is not None:
             self.engine.journal.records(self.id, records, op)
         self.records += records
+
+
+def cluster_status(result: ApplyReport, name: str) -> tuple[bool | None, str]:
+    """One cluster's outcome for its commit status: ok (None while a restart waits for its window) and why."""
+    if name in result.refused:
+        return False, result.refused[name][0]
+    unreachable = [s for c, s, _ in result.report.unreachable if c == name]
+    if unreachable:
+        return False, f"cannot reach {', '.join(unreachable)}"
+    servers = result.results.get(name) or {}
+    bad = sorted(s for s, r in servers.items() if not r.ok)
+    if bad:
+        return False, f"not confirmed on {', '.join(bad)}"
+    rollout = result.rollouts.get(name)
+    if rollout is not None and rollout[0].status != "finished":
+        return False, f"rolling restart {rollout[0].id} {rollout[0].status}: {rollout[0].message}"
+    if name in result.scheduled:
+        rid, when = result.scheduled[name]
+        return None, f"hot-deploys done; rolling restart {rid} waits for its window ({when})"
+    n = len(servers)
+    return True, f"every server runs {result.report.commit[:12]}" + (f" ({n} confirmed)" if n else "")
 
 
 def _parse(ts: str) -> datetime:

@@ -31,6 +31,7 @@ from reconciler.errors import (
 )
 from reconciler.gitrepo.notes import PushResult
 from reconciler.gitrepo.records import Reason, Record
+from reconciler.gitrepo.trust import Untrusted
 from reconciler.observe import ObserveError
 
 #: what to do about a cluster that did not end well: a person (stalled), a retry (transient), the window (waiting)
@@ -152,6 +153,7 @@ ERROR_REASONS: tuple[tuple[type[ReconcilerError], Reason], ...] = (
     # another reconciler (its own state dir, maybe another machine) holds the cluster's lease: wait for it
     (LeaseHeld, Reason.CLUSTER_LEASED),
     (Busy, Reason.STATE_DIR_BUSY),  # a manual `apply` holds the state dir: that passes on its own
+    (Untrusted, Reason.UNTRUSTED),
     (ManifestInvalid, Reason.MANIFEST_INVALID),
     (ModulesInvalid, Reason.MODULES_INVALID),
     (HostKeyError, Reason.HOST_KEY_UNKNOWN),

@@ -23,12 +23,14 @@ class Action(StrEnum):
     REFUSED = "refused"
     OBSERVE = "observe"
     DRIFT = "drift"
+    ROLLBACK = "rollback"
 
 
 class Reason(StrEnum):
     """Why a record (or a cluster's apply) did not end well; the names are what `status` and metrics show."""
 
     COMMIT_INVALID = "CommitInvalid"  # manifest or module errors: the whole commit is refused
+    UNTRUSTED = "Untrusted"  # unsigned, an unknown signer, or a rewrite of the applied history
     SERVERS_NOT_READY = "ServersNotReady"  # the plan blocked the cluster (a server stopped, a rollout halted)
     SERVERS_UNREACHABLE = "ServersUnreachable"
     HOST_KEY_UNKNOWN = "HostKeyError"

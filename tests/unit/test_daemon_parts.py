@@ -351,6 +351,9 @@ class FakeEngine:
     def recover(self) -> None:
         self.recovered += 1
 
+    def close(self) -> None:
+        pass
+
     def due_rollouts(self) -> list[Any]:
         return []
 
@@ -638,3 +641,26 @@ def test_a_standby_reconciles_nothing_forwards_requests_and_writes_no_status(tmp
     leader.poll()
     assert eng.applied == [("prod", A)]
     assert leader.status_dict()["daemon"]["role"] == "leader"
+
+
+def test_an_untrusted_head_stalls_every_cluster_is_recorded_once_and_never_applied(tmp_path: Path) -> None:
+    from reconciler.gitrepo.trust import Untrusted
+
+    eng = FakeEngine(clusters=("prod", "test"))
+    d, clock, events = make_daemon(tmp_path, eng)
+    d.poll()
+    eng.head = B
+
+    def untrusted() -> str:
+        eng.fetches += 1
+        raise Untrusted(B, f"commit {B[:12]} is unsigned; only commits signed by an allowed key are applied")
+
+    eng.fetch = untrusted  # type: ignore[method-assign]
+    d.poll()
+    clock.now += 1000
+    d.poll()
+    assert [r.action for r in eng.records] == ["refused"] and eng.records[0].commit == B
+    assert all(c.conditions["Stalled"].status == "True" and "unsigned" in c.conditions["Stalled"].message
+               for c in d.status.clusters.values())
+    assert [e.kind for e in events] == ["deployed", "deployed", "failed", "failed"]
+    assert eng.applied == [("prod", A), ("test", A)]
