@@ -69,3 +69,35 @@ class PidLock:
         finally:
             os.close(fd)
         return False
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (a zombie, killed but not yet reaped, counts as gone)."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def process_start(pid: int) -> str:
+    """When the process started (clock ticks since boot, /proc's field 22), "" where /proc cannot tell. With the
+    pid it names one process: a pid reused after a restart (pid 1 in a container) has another start."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def process_alive(pid: int, start: str) -> bool:
+    """Whether the process `pid` that started at `start` (from `process_start`; "" if unknown) still runs."""
+    return pid_alive(pid) and (not start or process_start(pid) in ("", start))

@@ -109,7 +109,8 @@ def _mb(n: int) -> str:
     return f"{n / 1_000_000:.1f} MB"
 
 
-Outcome = Literal["confirmed", "failed", "timeout", "not-sent", "error"]
+#: "interrupted": the run was asked to stop (Ctrl-C, SIGTERM, lost lead) before this server confirmed
+Outcome = Literal["confirmed", "failed", "timeout", "not-sent", "error", "interrupted"]
 
 
 @dataclass
@@ -174,9 +175,13 @@ def hot_deploy(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     parallelism: int = 16,
+    on_copied: Callable[[str], None] = lambda _: None,
+    stop: threading.Event | None = None,
 ) -> dict[str, ServerResult]:
-    """Carry out the cluster plan's hot-deploys; return a result per server that had to confirm something."""
-    prof = desired.profile
+    """Carry out the cluster plan's hot-deploys; return a result per server that had to confirm something.
+
+    `on_copied(server)` is called as soon as a server's files are in its pickup dir (the engine's journal notes
+    it, so a run killed while waiting for confirmations is finished by the next one)."""
     results: dict[str, ServerResult] = {}
     drops: dict[str, list[str]] = {}
     confirms: dict[str, set[str]] = {}
@@ -206,6 +211,7 @@ def hot_deploy(
             items, tar = tar_of(tuple(drops[server]))
             _install(transports[server], obs.paths, items, tar)
             results[server].dropped = list(drops[server])
+            on_copied(server)
             progress(f"{desired.name}/{server}: copied {', '.join(drops[server])} into {obs.paths.pickup_dir}")
         except ReconcilerError as e:
             results[server].error = e.render()  # with its hint: what to do about a full disk
@@ -219,8 +225,33 @@ def hot_deploy(
     for s, mods in confirms.items():
         for m in mods - sent:
             results[s].modules[m] = "not-sent"
-    scanners = {s: ConfirmScanner(prof, mods & sent) for s, mods in confirms.items()}
-    marks: dict[str, LogMark] = {s: observed.server(s).log for s in confirms}
+    await_confirmations(desired, {s: mods & sent for s, mods in confirms.items()},
+                        {s: observed.server(s).log for s in confirms}, transports, results, timeout=timeout,
+                        poll=poll, progress=progress, clock=clock, sleep=sleep, parallelism=parallelism, stop=stop)
+    return results
+
+
+def await_confirmations(
+    desired: DesiredCluster,
+    confirms: Mapping[str, set[str]],
+    marks: Mapping[str, LogMark],
+    transports: Mapping[str, Transport],
+    results: dict[str, ServerResult],
+    *,
+    timeout: float,
+    poll: float,
+    progress: Progress = lambda _: None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    parallelism: int = 16,
+    stop: threading.Event | None = None,
+) -> None:
+    """Follow each server's log from its mark until it confirmed or refused each of its modules, or `timeout`
+    (0: read once), or `stop` is set (what is still pending is then `interrupted`); the verdicts go into
+    `results` (one per server in `confirms`, created by the caller)."""
+    prof = desired.profile
+    marks = dict(marks)
+    scanners = {s: ConfirmScanner(prof, set(mods)) for s, mods in confirms.items()}
     deadline = clock() + timeout
     waiting = {s for s, sc in scanners.items() if not sc.done}
     if waiting:
@@ -245,7 +276,7 @@ def hot_deploy(
                 if not results[s].error:
                     progress(f"{desired.name}/{s}: " + ", ".join(
                         f"{m} {v.status}" for m, v in sorted(sc.verdicts.items())))
-        if not waiting or clock() >= deadline:
+        if not waiting or clock() >= deadline or (stop is not None and stop.is_set()):
             break
         sleep(poll)
 
@@ -258,6 +289,5 @@ def hot_deploy(
             if v.status != "confirmed":
                 r.lines[m] = v.evidence
         for m in sc.pending:
-            r.modules[m] = "error" if r.error else "timeout"
+            r.modules[m] = "error" if r.error else "interrupted" if stop is not None and stop.is_set() else "timeout"
             r.lines[m] = sc.lines[-10:]
-    return results

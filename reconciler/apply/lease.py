@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from reconciler.errors import Busy, Interrupted, ReconcilerError, Stalled, Unreachable
+from reconciler.locks import pid_alive
 from reconciler.transport import Transport, script_argv
 
 LEASE_FILE = "zato-gitops.lease"
@@ -114,16 +115,6 @@ class LeaseHeld(Busy):
 
 def _utc(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ class RolloutRunner:
         outcomes: list[RestartOutcome] = []
         for batch in self._batches(rollout.id, todo):
             if self.stop.is_set():
-                self.store.set_status(rollout.id, "running", "interrupted; resumes at the next start")
+                self.store.set_status(rollout.id, "interrupted", "interrupted; resumes at the next start")
                 outcomes.append(RestartOutcome(batch[0], "interrupted"))
                 return outcomes
             with ThreadPoolExecutor(max_workers=len(batch)) as pool:

@@ -35,9 +35,9 @@ from reconciler.db.migrate import migrate
 from reconciler.db.schema import metadata
 from reconciler.settings import Settings
 
-Status = Literal["pending", "running", "halted", "finished", "cancelled", "superseded"]
-#: a rollout in one of these still has work to do
-OPEN: tuple[Status, ...] = ("pending", "running", "halted")
+Status = Literal["pending", "running", "interrupted", "halted", "finished", "cancelled", "superseded"]
+#: a rollout in one of these still has work to do ("interrupted": the run working on it was stopped or killed)
+OPEN: tuple[Status, ...] = ("pending", "running", "interrupted", "halted")
 
 #: a server in one of these steps may be down because of us: it is brought back before any other is stopped
 DOWN: tuple[str, ...] = ("stopping", "starting", "waiting", "verifying")

@@ -45,6 +45,17 @@ __all__ = ["EXIT_CHANGES", "EXIT_ERROR", "EXIT_OK", "EX_USAGE", "common_options"
            "main", "make_settings", "out", "progress"]
 
 
+def interrupt_on_sigterm() -> None:
+    """SIGTERM ends a command the way a second Ctrl-C does, so the engine's record step runs (what was done so
+    far is recorded, the rest as `interrupted`)."""
+    import signal
+
+    def raise_interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, raise_interrupt)
+
+
 def known_clusters(source: Any, settings: Settings, commit: str, wanted: tuple[str, ...]) -> None:
     """Refuse a --cluster the manifest at `commit` does not name (a typo must not read as "No changes")."""
     if not wanted:
@@ -313,6 +324,7 @@ def apply(clusters: tuple[str, ...], confirm_timeout: float | None, as_json: boo
 
     engine = Engine(make_settings(kw), reporter, stop=reporter.stop)
     engine.confirm_timeout_override = confirm_timeout
+    interrupt_on_sigterm()
     try:
         commit = engine.fetch_to_apply()  # an untrusted head is refused here, and recorded
         known_clusters(engine.source, engine.settings, commit, clusters)
@@ -573,11 +585,19 @@ def rollouts(ctx: click.Context, /, as_json: bool, **kw: Any) -> None:
     ctx.obj["kw"] = kw
     if ctx.invoked_subcommand is not None:
         return
+    import dataclasses
+
     from reconciler.apply.store import RolloutStore
     from reconciler.cli.render import print_rollouts
+    from reconciler.engine.chain import StateLock
 
-    store = RolloutStore.for_settings(make_settings(kw))
-    found = store.all()
+    settings = make_settings(kw)
+    found = RolloutStore.for_settings(settings).all()
+    if not StateLock(settings.state_dir).is_held():
+        # no run works on the state dir: a rollout still "running" belongs to a run that was killed
+        found = [dataclasses.replace(r, status="interrupted", message=r.message or "the run working on it was "
+                                     "killed; the next apply resumes it") if r.status == "running" else r
+                 for r in found]
     if as_json:
         emit_json([r.to_dict() for r in found])
     else:
@@ -601,6 +621,7 @@ def rollouts_resume(ctx: click.Context, /, rollout_id: str, as_json: bool, repor
 
     engine = Engine(make_settings(merged(ctx.obj["kw"], kw)), reporter, stop=reporter.stop)
     rollout_exists(engine.settings, rollout_id)
+    interrupt_on_sigterm()
     try:
         rollout, outcomes = engine.resume_rollout(rollout_id)
     finally:

@@ -17,6 +17,8 @@ from reconciler.apply.store import Rollout
 from reconciler.core.plan import ClusterPlan, Plan
 from reconciler.core.release import Release
 from reconciler.engine.results import ApplyReport, PlanReport
+from reconciler.gitrepo.notes import HistoryEntry
+from reconciler.gitrepo.records import GOOD_OUTCOMES
 
 
 def short(sha: str | None, n: int = 8) -> str:
@@ -91,8 +93,8 @@ def print_release(console: Console, release: Release) -> None:
 
 
 #: outcomes of a record that mean it went well, or that it is waiting (not a failure)
-GOOD = {"confirmed", "ok", "ready", "unchanged", "healed"}
-NEUTRAL = {"pending", "reported", "healing"}
+GOOD = GOOD_OUTCOMES
+NEUTRAL = {"pending", "reported", "healing", "interrupted"}
 
 _MARK = {"added": "+", "changed": "~", "removed": "-"}
 
@@ -209,20 +211,19 @@ def print_apply(console: Console, result: ApplyReport) -> None:
         console.print(Text(f"note kept in the state dir, not pushed: {result.note.reason}", style="yellow"))
 
 
-def print_history(console: Console, entries: Sequence[Any]) -> None:
+def print_history(console: Console, entries: Sequence[HistoryEntry]) -> None:
     """One row per run, cluster, action and module, with each server's outcome."""
     rows: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for e in entries:
-        r = e.record
-        module = str(r.get("module") or (f"rollout {r['rollout']}" if r.get("rollout") else None)
-                     or (f"back to {str(r['to'])[:8]} from {str(r.get('from', ''))[:8]}" if r.get("to") else "-"))
-        key = (str(r.get("run", "")), str(r.get("cluster", "-")), str(r.get("action", "")), module)
-        row = rows.setdefault(key, {"at": str(r.get("at", "")), "commit": e.commit, "summary": e.summary,
+        r = e.typed
+        module = r.module or (f"rollout {r.rollout}" if r.rollout else None) or (
+            f"back to {str(r.extra['to'])[:8]} from {str(r.extra.get('from', ''))[:8]}" if r.extra.get("to") else "-")
+        key = (r.run, r.cluster or "-", str(r.extra.get("action", r.action)), module)
+        row = rows.setdefault(key, {"at": r.at, "commit": e.commit, "summary": e.summary,
                                     "servers": [], "outcomes": set()})
-        outcome = str(r.get("outcome", ""))
-        row["outcomes"].add(outcome)
-        if r.get("server"):
-            row["servers"].append(f"{r['server']} {outcome}" if outcome not in GOOD else r["server"])
+        row["outcomes"].add(r.outcome)
+        if r.server:
+            row["servers"].append(f"{r.server} {r.outcome}" if not r.ok else r.server)
     # 80 columns: the short columns never wrap (the commit is never dropped), module and servers fold; the
     # commit's summary gets its own column only on a wide page
     wide = console.width >= 120
@@ -235,7 +236,8 @@ def print_history(console: Console, entries: Sequence[Any]) -> None:
                          overflow="fold", min_width=8 if col == "commit" else None)
     for (_, cluster, action, module), row in rows.items():
         outcomes = row["outcomes"]
-        outcome = "ok" if outcomes <= GOOD else next(iter(outcomes)) if len(outcomes) == 1 else "failed"
+        bad = outcomes - GOOD
+        outcome = "ok" if not bad else next(iter(bad)) if len(bad) == 1 else "failed"
         table.add_row(
             row["at"][:16].replace("T", " "),
             row["commit"][:8],
@@ -275,7 +277,8 @@ def print_rollouts(console: Console, rollouts: Sequence[Rollout]) -> None:
     for col in ("id", "cluster", "commit", "status", "progress", "window", "updated", "message"):
         table.add_column(col, no_wrap=col in ("id", "commit", "status"), overflow="fold")
     for r in rollouts:
-        style = {"finished": "green", "halted": "red", "running": "yellow", "pending": "cyan"}.get(r.status, "")
+        style = {"finished": "green", "halted": "red", "running": "yellow", "interrupted": "yellow",
+                 "pending": "cyan"}.get(r.status, "")
         steps = ", ".join(f"{s.server}:{s.step}" for s in r.servers)
         table.add_row(r.id, r.cluster, r.commit[:8], Text(r.status, style=style),
                       f"{r.done_count}/{len(r.servers)} ({steps})", r.window or "-", r.updated[:16].replace("T", " "),

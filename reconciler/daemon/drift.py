@@ -18,21 +18,25 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
+from reconciler.core.plan import ClusterPlan
+from reconciler.core.state import Desired
 from reconciler.daemon.conditions import iso, short
-from reconciler.daemon.outcome import Ledger, classify, classify_error, expected
+from reconciler.daemon.outcome import Ledger, expected
+from reconciler.engine.chain import Engine
+from reconciler.engine.results import ApplyReport, error_outcome
 from reconciler.errors import ReconcilerError
+from reconciler.gitrepo.records import Action, Record
 
 log = logging.getLogger("zato_gitops.daemon")
 
 
-def drift_items(cluster_plan: Any) -> list[str]:
+def drift_items(cluster_plan: ClusterPlan) -> list[str]:
     """What a non-empty plan against the last applied commit says differs, one line per server and thing."""
     items = [f"{d.server}: {h.module} {'modified' if d.reason == 'changed' else 'missing'}"
-             for h in getattr(cluster_plan, "hot_deploys", ()) for d in h.diffs]
+             for h in cluster_plan.hot_deploys for d in h.diffs]
     words = {"added": "missing", "changed": "modified", "removed": "not in the commit"}
-    for r in getattr(cluster_plan, "restarts", ()):
+    for r in cluster_plan.restarts:
         for c in (*r.changes, *r.shared):
             what = "service-sources.txt block changed" if c.kind == "service-sources" else f"{c.path} {words[c.change]}"
             items.append(f"{r.server}: {what}")
@@ -53,7 +57,8 @@ class DriftCheck:
         self.stop = stop
         self.clock = clock
 
-    def run(self, engine: Any) -> None:
+    def run(self, engine: Engine) -> None:
+        desireds: dict[str, Desired] = {}  # each revision's desired state, built once in this pass
         for name in sorted(self.status.clusters):
             if self.stop.is_set():
                 return
@@ -64,11 +69,14 @@ class DriftCheck:
                 # its retry (or the rollout waiting for its window) reconciles it anyway; healing it
                 # back to the last applied commit meanwhile would undo the change under way
                 continue
-            self.one(engine, name, cs.last_applied_revision)
+            self.one(engine, name, cs.last_applied_revision, desireds)
 
-    def one(self, engine: Any, name: str, revision: str) -> None:
+    def one(self, engine: Engine, name: str, revision: str, desireds: dict[str, Desired]) -> None:
         try:
-            report = engine.plan(only=[name], commit=revision)
+            if revision not in desireds:
+                desireds[revision] = engine.desired(revision)
+            desired = desireds[revision]
+            report = engine.plan(only=[name], desired=desired)
         except ReconcilerError as e:
             log.warning("%s: drift check against %s failed: %s", name, short(revision), e.message,
                         extra={"cluster": name})
@@ -103,14 +111,14 @@ class DriftCheck:
             return
         self._record(engine, revision, name, items, "healing")
         started = time.monotonic()
-        result: Any = None
+        result: ApplyReport | None = None
         try:
-            result = engine.apply(only=[name], commit=revision)
-            outcome = classify(result, name)
+            result = engine.apply(only=[name], commit=revision, desired=desired)
+            outcome = result.cluster(name)
         except Exception as e:
             if not expected(e):
                 log.exception("%s: unexpected error while healing drift", name)
-            outcome = classify_error(e)
+            outcome = error_outcome(e)
         self.metrics.reconcile_duration.labels(name, "drift").observe(time.monotonic() - started)
         self.metrics.reconciles.labels(name, "drift", "success" if outcome.ok else str(outcome.kind)).inc()
         self.ledger.account(name, revision, result)
@@ -125,12 +133,11 @@ class DriftCheck:
                       extra={"cluster": name, "revision": revision, "event": "drift-heal-failed"})
         self.ledger.emit(events)
 
-    def _record(self, engine: Any, revision: str, name: str, items: list[str], outcome: str) -> None:
+    def _record(self, engine: Engine, revision: str, name: str, items: list[str], outcome: str) -> None:
         try:
-            engine.audit.record(revision, [{
-                "at": iso(self.clock()), "run": uuid.uuid4().hex[:12], "by": getattr(engine, "by", "zato-gitops"),
-                "commit": revision, "cluster": name, "action": "drift", "outcome": outcome,
-                "detail": "; ".join(items)}])
+            engine.audit.record(revision, [Record(
+                at=iso(self.clock()) or "", run=uuid.uuid4().hex[:12], by=engine.by, commit=revision,
+                cluster=name, action=Action.DRIFT, outcome=outcome, detail="; ".join(items))])
         except ReconcilerError as e:
             log.warning("%s: cannot record the drift: %s", name, e.message)
 

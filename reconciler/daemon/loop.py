@@ -2,8 +2,11 @@
 
 Why a loop of small decisions rather than "apply every interval": applying means observing every server over
 SSH, so the loop first asks the remote for the branch head (`git ls-remote`, no fetch) and does nothing more
-while it has not moved. When it has, it fetches once and reconciles each cluster on its own (`Engine.apply(only=
-[cluster], commit=head)`), so one failing cluster never blocks another. Per cluster, `ClusterStatus.due` decides:
+while it has not moved. When it has, it fetches once, builds the commit's desired state once, and reconciles
+each cluster on its own (`Engine.apply(only=[cluster], desired=...)`), so one failing cluster never blocks
+another. The outcome is the engine's typed `ClusterOutcome` (reason enums, no strings to match). Every poll first
+lets the engine finish the record of a run that was killed and push notes kept locally (`Engine.recover`).
+Per cluster, `ClusterStatus.due` decides:
 
 - newest commit wins: a new head is attempted at once, whatever happened to the one before;
 - a commit that failed for good (`Stalled`: an invalid manifest, a module Zato refused, an unknown host key) is
@@ -17,15 +20,18 @@ beside a deploy; both turn what the engine reports into the status, metrics and 
 `outcome.Ledger`. The CLI's side of a running daemon (its lock, `daemon.json`, the API client) is `client.py`.
 
 Everything runs on the process's one APScheduler (`scheduler.make_scheduler`); webhooks and `zato-gitops
-reconcile` add a one-off job "now". SIGTERM sets the engine's `stop` event, which long work checks between server
-steps (a rolling restart finishes the server it is on; no new cluster is started), waits for the running job,
-writes the status and exits 0. One daemon per state dir: `<state_dir>/daemon.lock` (an flock, released by the
-kernel if the process dies), beside the engine's per-apply `<state_dir>/lock`.
+reconcile` add a one-off job "now". Rolling restarts waiting for their `rollout.window` are rows in the rollout
+store, not jobs: each poll of the leader runs those whose window has started (`Engine.due_rollouts`). SIGTERM sets
+the engine's `stop` event, which long work checks between server steps (a rolling restart finishes the server it
+is on; no new cluster is started), waits for the running job, writes the status and exits 0. One daemon per state
+dir: `<state_dir>/daemon.lock` (an flock, released by the kernel if the process dies), beside the engine's
+per-apply `<state_dir>/lock`.
 
 With a shared `state_db` (PostgreSQL), two daemons on two nodes elect a leader (`db/leader.py`): the scheduler
-runs, and the poll, the drift check and the window jobs act, only while this daemon leads (`_on_role`); a standby
-serves the HTTP endpoint, forwards webhooks and requests to the leader and shows the status the leader wrote.
-Losing the lead sets `halt`, which the engine checks between server steps, exactly as SIGTERM does.
+runs, and the poll (with the rollouts whose window started) and the drift check act, only while this daemon
+leads (`_on_role`); a standby serves the HTTP endpoint, forwards webhooks and requests to the leader and shows the
+status the leader wrote. Losing the lead sets `halt`, which the engine checks between server steps, exactly as
+SIGTERM does.
 """
 
 from __future__ import annotations
@@ -45,19 +51,24 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from reconciler.core.state import Desired
 from reconciler.daemon.client import INFO_FILE, DaemonLock
 from reconciler.daemon.conditions import Event, FailureKind, StatusStore, iso, short
 from reconciler.daemon.drift import DriftCheck
 from reconciler.daemon.http import Server, parse_listen
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.notify import Notifier
-from reconciler.daemon.outcome import Ledger, classify, classify_error, expected
+from reconciler.daemon.outcome import Ledger, expected
 from reconciler.db.leader import Election, SingleNode
 from reconciler.db.schema import scope_name
-from reconciler.engine.scheduler import PERSISTENT, make_scheduler, persistent_store, register_runtime
-from reconciler.errors import ReconcilerError, Stalled, Transient
+from reconciler.engine.chain import Engine
+from reconciler.engine.results import ApplyReport, error_outcome
+from reconciler.engine.scheduler import make_scheduler
+from reconciler.errors import Busy, ReconcilerError, Stalled, Transient
+from reconciler.gitrepo.records import Action, Record
 from reconciler.gitrepo.trust import Untrusted
 from reconciler.settings import Settings
 
@@ -80,7 +91,7 @@ class Clock:
 class Daemon:
     def __init__(
         self, settings: Settings, *, clock: Callable[[], float] | None = None,
-        engine_factory: Callable[[threading.Event], Any] | None = None,
+        engine_factory: Callable[[threading.Event], Engine] | None = None,
         notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
@@ -90,7 +101,7 @@ class Daemon:
         #: what the engine checks between server steps: set on SIGTERM, and when this daemon stops leading
         self.halt = threading.Event()
         self._engine_factory = engine_factory or self._make_engine
-        self.engine: Any = None
+        self._engine: Engine | None = None
         self.status = StatusStore.for_settings(settings)
         self.leader: SingleNode | Election = (
             Election(settings.state_db_url(), scope_name(settings.repo or "", settings.branch),
@@ -108,7 +119,7 @@ class Daemon:
         self.ledger = Ledger(self.status, self.metrics, self.notifier, self.clock)
         self.drift = DriftCheck(self.ledger, self.halt, self.clock)
         self.lock = DaemonLock(self.state_dir)
-        self.scheduler: Any = None
+        self.scheduler: BackgroundScheduler | None = None
         self.http: Server | None = None
         self._work = threading.Lock()  # one reconcile or drift check at a time
         self._req = threading.Lock()
@@ -119,14 +130,21 @@ class Daemon:
         self._busy_since: float | None = None
         self._last_poll_done: float | None = None
         self._source_error_logged = ""
-        self._persistent_added = False
 
-    def _make_engine(self, stop: threading.Event) -> Any:
-        from reconciler.engine.chain import Engine
-
+    def _make_engine(self, stop: threading.Event) -> Engine:
         engine = Engine(self.settings, self._progress, stop=stop)
         engine.status_hook = lambda result, _update: self.metrics.commit_statuses.labels(result).inc()
         return engine
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("the daemon's engine is made when it runs")
+        return self._engine
+
+    @engine.setter
+    def engine(self, engine: Engine) -> None:
+        self._engine = engine
 
     def _progress(self, msg: str) -> None:
         log.log(logging.DEBUG if msg.startswith(_ROUTINE) else logging.INFO, msg)
@@ -141,8 +159,6 @@ class Daemon:
             for cs in self.status.clusters.values():
                 self.ledger.gauges(cs)
             self.engine = self._engine_factory(self.halt)
-            register_runtime("daemon", self)
-            register_runtime("engine", self.engine)
             self.http = Server(parse_listen(self.settings.listen), self)
             self.http.start()
             started = iso(self.clock()) or ""
@@ -151,8 +167,7 @@ class Daemon:
                 json.dump({"pid": os.getpid(), "url": self.http.url, "token": self.api_token,
                            "started": started}, f)
             self.status.daemon = {"pid": os.getpid(), "url": self.http.url, "started": started}
-            # the persistent store (rollouts waiting for their window) is added when this daemon leads (`_on_role`)
-            self.scheduler = make_scheduler(self.settings, persistent=False)
+            self.scheduler = make_scheduler(self.settings)
             s = self.settings
             self.scheduler.add_job(self.poll, IntervalTrigger(seconds=s.interval, jitter=s.interval * s.jitter),
                                    id="poll", name="poll the branch head", next_run_time=datetime.now(UTC))
@@ -187,8 +202,8 @@ class Daemon:
             with contextlib.suppress(OSError):
                 info.unlink()
             self.notifier.close(wait=True)
-            if self.engine is not None and hasattr(self.engine, "close"):
-                self.engine.close()
+            if self._engine is not None:
+                self._engine.close()
             self.lock.release()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -213,12 +228,6 @@ class Daemon:
             self._load_shared()  # what the last leader knew
         if self.scheduler is None:
             return
-        if not self._persistent_added:
-            self.scheduler.add_jobstore(persistent_store(self.settings), PERSISTENT)
-            self._persistent_added = True
-        if hasattr(self.engine, "scheduler"):
-            # rollouts waiting for their window are persisted jobs on this scheduler, run in this process
-            self.engine.scheduler = self.scheduler
         if not self.stop.is_set():
             self.halt.clear()
         self.scheduler.resume()
@@ -231,7 +240,7 @@ class Daemon:
     def _interrupted_rollouts(self) -> list[str]:
         """Clusters with a rollout another daemon (or this one, before) left running."""
         try:
-            return sorted({r.cluster for r in self.engine.store.all(("running",))})
+            return sorted({r.cluster for r in self.engine.store.all(("running", "interrupted"))})
         except Exception as e:  # the poll resumes it anyway; this only makes it sooner
             log.warning("cannot read the rollout store: %s", e)
             return []
@@ -370,6 +379,27 @@ class Daemon:
                 self.status.save()
                 self._schedule_retry()
 
+    def _run_due_rollouts(self) -> None:
+        """Rolling restarts waiting in the rollout store for a window that has now started; a busy state dir
+        (a manual apply) or a failure is tried again at the next poll."""
+        try:
+            due = self.engine.due_rollouts()
+        except ReconcilerError as e:
+            log.warning("cannot read the pending rollouts: %s", e.message)
+            return
+        for r in due:
+            if self.halt.is_set():
+                return
+            log.info("%s: rollout %s: its window '%s' opened", r.cluster, r.id, r.window,
+                     extra={"cluster": r.cluster, "event": "window-opened"})
+            try:
+                final, _ = self.engine.resume_rollout(r.id)
+                log.info("%s: rollout %s %s", r.cluster, r.id, final.status, extra={"cluster": r.cluster})
+            except Busy:
+                log.info("%s: rollout %s: the state dir is busy, trying at the next poll", r.cluster, r.id)
+            except ReconcilerError as e:
+                log.warning("%s: rollout %s failed: %s", r.cluster, r.id, e.message, extra={"cluster": r.cluster})
+
     def _source_failed(self, e: ReconcilerError, kind: FailureKind) -> None:
         src = self.status.source
         src.error, src.error_kind = e.message, kind
@@ -381,6 +411,15 @@ class Daemon:
     def _poll(self, force_all: bool, force: set[str]) -> None:
         engine = self.engine
         src = self.status.source
+        try:
+            # first the record of a run that was killed, and notes an earlier push left behind
+            pushed = engine.recover()
+            if pushed is not None and not pushed.pushed:
+                log.warning("deploy notes kept in the state dir, not pushed: %s", pushed.reason,
+                            extra={"event": "notes-not-pushed"})
+        except ReconcilerError as e:
+            log.warning("cannot finish the records of earlier runs: %s", e.message)
+        self._run_due_rollouts()
         try:
             remote = engine.source.remote_head()
             if remote is None:
@@ -434,7 +473,7 @@ class Daemon:
             cs = self.status.cluster(name)
             due, why = cs.due(head, self.clock(), forced=force_all or name in force)
             if due:
-                self._reconcile(name, head, why)
+                self._reconcile(name, head, why, desired)
             else:
                 log.debug("%s: nothing to do (%s)", name, why)
         src.revision = head
@@ -459,9 +498,9 @@ class Daemon:
         log.error("revision %s refused: %s", short(head), e.message,
                   extra={"revision": head, "event": "refused"})
         try:
-            self.engine.audit.record(head, [{
-                "at": iso(self.clock()), "run": uuid.uuid4().hex[:12], "by": getattr(self.engine, "by", "zato-gitops"),
-                "commit": head, "action": "refused", "outcome": "failed", "detail": e.message}])
+            self.engine.audit.record(head, [Record(
+                at=iso(self.clock()) or "", run=uuid.uuid4().hex[:12], by=self.engine.by, commit=head,
+                action=Action.REFUSED, outcome="failed", reason=error_outcome(e).reason, detail=e.message)])
         except ReconcilerError as rec_err:
             log.warning("cannot record the refusal on %s: %s", short(head), rec_err.message)
         events: list[Event] = []
@@ -470,13 +509,13 @@ class Daemon:
             for cs in self.status.clusters.values():
                 if cs.suspended:
                     continue
-                events += cs.fail(head, "stalled", type(e).__name__, e.message, now,
+                events += cs.fail(head, "stalled", str(error_outcome(e).reason), e.message, now,
                                   retry_base=self.settings.retry_backoff, retry_max=self.settings.retry_backoff_max)
                 self.metrics.reconciles.labels(cs.name, "deploy", "stalled").inc()
                 self.ledger.gauges(cs)
         self.ledger.emit(events)
 
-    def _reconcile(self, name: str, head: str, why: str) -> None:
+    def _reconcile(self, name: str, head: str, why: str, desired: Desired) -> None:
         cs = self.status.cluster(name)
         with self.status.lock:
             cs.begin(head, self.clock())
@@ -484,14 +523,14 @@ class Daemon:
         log.info("%s: reconciling revision %s (%s)", name, short(head), why,
                  extra={"cluster": name, "revision": head, "event": "reconciling"})
         started = time.monotonic()
-        report: Any = None
+        report: ApplyReport | None = None
         try:
-            report = self.engine.apply(only=[name], commit=head)
-            outcome = classify(report, name)
+            report = self.engine.apply(only=[name], commit=head, desired=desired)
+            outcome = report.cluster(name)
         except Exception as e:  # every error ends in the status; nothing escapes the loop
             if not expected(e):
                 log.exception("%s: unexpected error while applying %s", name, short(head))
-            outcome = classify_error(e)
+            outcome = error_outcome(e)
         self.metrics.reconcile_duration.labels(name, "deploy").observe(time.monotonic() - started)
         self.ledger.account(name, head, report)
         now = self.clock()
@@ -500,7 +539,7 @@ class Daemon:
                 events = cs.succeed(head, now, outcome.detail)
             else:
                 assert outcome.kind is not None
-                events = cs.fail(head, outcome.kind, outcome.reason, outcome.message, now,
+                events = cs.fail(head, outcome.kind, str(outcome.reason), outcome.message, now,
                                  retry_base=self.settings.retry_backoff, retry_max=self.settings.retry_backoff_max,
                                  retry_at=outcome.retry_at)
             self.metrics.reconciles.labels(name, "deploy", "success" if outcome.ok else str(outcome.kind)).inc()

@@ -2,8 +2,9 @@
 
 Why one `MetaData`: the migrations (Alembic, `db/migrations/`) must describe every table the code uses, and a unit
 test compares the migration head with this metadata (`tests/unit/test_migrations.py`). Modules that own a table
-(the rollout store) declare it on this metadata; the daemon's status document is declared here, since its owner
-(`daemon/conditions.py`) sits on a floor above and the schema must be importable from the bottom.
+(the rollout store) declare it on this metadata; the daemon's status document and the run journal are declared
+here, since their owners (`daemon/conditions.py`, `engine/journal.py`) sit on floors above and the schema must be
+importable from the bottom.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import Column, MetaData, String, Table, Text
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -27,6 +28,31 @@ status_t = Table(
     Column("name", Text, nullable=False),
     Column("data", Text, nullable=False),
     Column("updated", String(40), nullable=False),
+)
+
+#: the run journal (`engine/journal.py`): one row per run of the engine, open until its note is written...
+runs_t = Table(
+    "zg_runs",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("commit_sha", String(64), nullable=False),
+    Column("by", String(200), nullable=False),
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("pid_start", String(32), nullable=False),  # the process's start (pids are reused)
+    Column("started", String(40), nullable=False),
+    Column("updated", String(40), nullable=False),
+    Column("state", String(10), nullable=False),  # open | closed
+)
+#: ...and what it was about to do and did, in order (kind: hot-deploy | copied | rollout | records; data: JSON)
+journal_t = Table(
+    "zg_journal",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), nullable=False, index=True),
+    Column("kind", String(20), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("at", String(40), nullable=False),
 )
 
 

@@ -4,6 +4,12 @@ Flux's controllers chain small steps and always patch status at the end; this mo
 each step hands plain data to the next, and whatever happens after the commit is known (a refusal, a failure on
 a server, success) ends up as records in the commit's git note. The CLI and the daemon both call this module;
 neither knows how a step is done.
+
+Each apply is a `_Run`: the commit's desired state is built once for it (or handed in by the daemon) and passed
+down to observe, plan, hot-deploy and rollouts; each step is journalled before its side effect
+(`engine/journal.py`), and the run's finaliser writes the note whatever ends it (success, an exception, Ctrl-C,
+SIGTERM). A run that was SIGKILLed is finished by the next one, first thing. What comes back is typed: an
+`ApplyReport` whose `cluster(name)` is a `ClusterOutcome`, and `Record`s with `Reason` enums.
 """
 
 from __future__ import annotations
@@ -13,32 +19,37 @@ import getpass
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from apscheduler.jobstores.base import JobLookupError
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.date import DateTrigger
-
-from reconciler.apply.hotdeploy import ServerResult, hot_deploy
+from reconciler.apply.hotdeploy import ServerResult, await_confirmations, hot_deploy
 from reconciler.apply.lease import Lease, LeaseSite
 from reconciler.apply.rollout import RestartOutcome, RolloutRunner
 from reconciler.apply.store import OPEN, Rollout, RolloutStore
 from reconciler.core.desired import build_desired
 from reconciler.core.plan import ClusterPlan, Plan, plan
 from reconciler.core.release import Release, release, wanted_shas
-from reconciler.core.state import Desired, DesiredCluster
+from reconciler.core.state import Desired, DesiredCluster, Module
 from reconciler.engine.facts import FactFile
+from reconciler.engine.journal import (
+    HotDeployStep,
+    Journal,
+    Verdicts,
+    hot_deploy_records,
+    interrupt_rollout,
+    rollout_records,
+)
 from reconciler.engine.results import ApplyReport, PlanReport
-from reconciler.engine.scheduler import PERSISTENT, cron_trigger, make_scheduler, runtime
-from reconciler.errors import Busy, SourceError, Stalled, Unreachable
+from reconciler.engine.scheduler import next_window, window_due, window_open
+from reconciler.errors import Busy, ReconcilerError, SourceError, Stalled, Unreachable
 from reconciler.githost.client import State, client_for
 from reconciler.githost.statuses import ResultHook, StatusPoster, StatusUpdate
 from reconciler.gitrepo import blobs, trust
 from reconciler.gitrepo.notes import Audit, PushResult, format_at
+from reconciler.gitrepo.records import INTERRUPTED, Action, Reason, Record
 from reconciler.gitrepo.source import Source
 from reconciler.locks import LockHeld, PidLock
 from reconciler.observe import observe_all
@@ -92,10 +103,9 @@ class Engine:
         #: sha256 and compile verdicts by blob id, so an unchanged module is never compiled twice
         self.facts = FactFile(Path(settings.state_dir) / "facts.json")
         self._store: RolloutStore | None = None
+        self._journal: Journal | None = None
         #: `apply --timeout`: an operator's word wins over the manifest's confirm_timeout
         self.confirm_timeout_override: float | None = None
-        #: the daemon's running scheduler; None in a one-shot command (a temporary one persists window jobs)
-        self.scheduler: BackgroundScheduler | None = None
         self.by = f"{getpass.getuser()}@{socket.gethostname()}"
         #: counts each commit status posted, retried or given up (the daemon points it at /metrics)
         self.status_hook: ResultHook | None = None
@@ -131,8 +141,9 @@ class Engine:
         try:
             return self.fetch()
         except trust.Untrusted as e:
-            self._record(e.commit, [self._record_base(run_id or uuid.uuid4().hex[:12], e.commit) | {
-                "action": "refused", "outcome": "failed", "detail": e.message}])
+            self._record(e.commit, [Record(at=utc_now(), run=run_id or uuid.uuid4().hex[:12], by=self.by,
+                                           commit=e.commit, action=Action.REFUSED, outcome="failed",
+                                           reason=Reason.UNTRUSTED, detail=e.message)])
             raise
 
     def check_trust(self, commit: str) -> None:
@@ -191,10 +202,13 @@ class Engine:
         )
         return PlanReport(desired.commit, desired, observed, plan(desired, observed), failures)
 
-    def plan(self, only: list[str] | None = None, commit: str | None = None) -> PlanReport:
-        """The plan for the branch head (fetched), or for `commit` (already fetched) when given."""
-        commit = commit or self.fetch()
-        desired = self.desired(commit)
+    def plan(
+        self, only: list[str] | None = None, commit: str | None = None, desired: Desired | None = None
+    ) -> PlanReport:
+        """The plan for the branch head (fetched), or for `commit` (already fetched) when given; a caller that
+        already built the commit's desired state passes it, and it is not built again."""
+        if desired is None:
+            desired = self.desired(commit or self.fetch())
         with self.connections() as conns:
             return self.observe(desired, conns, only)
 
@@ -224,49 +238,64 @@ class Engine:
         facts = self.facts.get(blob)
         return facts.sha256 if facts is not None else None
 
-    def apply(self, only: list[str] | None = None, commit: str | None = None) -> ApplyReport:
+    def apply(
+        self, only: list[str] | None = None, commit: str | None = None, desired: Desired | None = None
+    ) -> ApplyReport:
         """Apply the branch head (fetched), or `commit` (already fetched) when given, to the clusters in `only`.
 
-        Per cluster: hot-deploys first (no restart needed), then the rolling restart for static changes, now or,
-        with a `rollout.window`, as a persisted job waiting for the window. A rollout interrupted earlier (the
-        reconciler was killed) is finished first, at the server where it stopped."""
+        First the record of any run that was killed is finished (its journal, see engine/journal.py). Then per
+        cluster: hot-deploys first (no restart needed), then the rolling restart for static changes, now or,
+        with a `rollout.window`, as a pending rollout in the store that the daemon runs when the window starts.
+        A rollout interrupted earlier is finished first, at the server where it stopped. Whatever happens, the run
+        ends by recording what it did (`_run`'s finaliser): an exception, SIGINT or SIGTERM records what was done
+        so far as `interrupted`."""
         with self.locked():
-            run_id = uuid.uuid4().hex[:12]
-            commit = commit or self.fetch_to_apply(run_id)
-            try:
-                desired = self.desired(commit)
-            except Stalled as e:
-                self._record(commit, [self._record_base(run_id, commit) | {
-                    "action": "refused", "outcome": "failed", "detail": e.message}])
-                raise
-            names = [c.name for c in desired.clusters if only is None or c.name in only]
-            for name in names:
-                self.post_status(commit, name, None, f"deploying {commit[:12]}")
-            try:
-                result = self._apply_commit(commit, desired, run_id, names)
-            except Exception as e:
-                for name in names:
-                    self.post_status(commit, name, False, f"error: {e}".splitlines()[0])
-                raise
+            commit = desired.commit if desired is not None else commit or self.fetch_to_apply()
+            #: each commit's desired state, built once for this run (and the killed runs it finishes first)
+            desireds = {desired.commit: desired} if desired is not None else {}
+            with self.connections() as conns:
+                self._recover(conns, desireds)
+                with self._run(commit, conns, desireds) as run:
+                    result = self._apply(run, only, conns)
+            result.note = run.note
             try:
                 trust.mark_applied(self.source, self.settings.branch, commit)
             except SourceError as e:  # the deploy happened: say so, and let the next apply mark it
                 self.progress(f"warning: {e.message}")
-            for name in names:
-                ok, why = cluster_status(result, name)
-                self.post_status(commit, name, ok, why)
+            for name in result.report.plan.clusters:
+                ok, why = cluster_status(result, name.cluster)
+                self.post_status(commit, name.cluster, ok, why)
             return result
 
-    def _apply_commit(self, commit: str, desired: Desired, run_id: str, names: list[str]) -> ApplyReport:
-        only = names
-        result = ApplyReport(PlanReport(commit, desired, {}, plan(desired, {}), []), run_id=run_id)
-        records: list[dict[str, Any]] = []
-        with self.connections() as conns, contextlib.ExitStack() as leases:
+    def _apply(self, run: _Run, only: list[str] | None, conns: Connections) -> ApplyReport:
+        commit = run.commit
+        try:
+            desired = run.desired(commit)
+        except Stalled as e:
+            run.add([run.record(Action.REFUSED, "failed", detail=e.message, reason=Reason.COMMIT_INVALID)])
+            raise
+        result = ApplyReport(PlanReport(commit, desired, {}, plan(desired, {}), []), run_id=run.id)
+        names = [c.name for c in desired.clusters if only is None or c.name in only]
+        for name in names:
+            self.post_status(commit, name, None, f"deploying {commit[:12]}")
+        try:
+            self._apply_clusters(run, desired, names, conns, result)
+        except Exception as e:
+            for name in names:
+                self.post_status(commit, name, False, f"error: {e}".splitlines()[0])
+            raise
+        result.records = run.records
+        return result
+
+    def _apply_clusters(
+        self, run: _Run, desired: Desired, names: list[str], conns: Connections, result: ApplyReport
+    ) -> None:
+        with contextlib.ExitStack() as leases:
             # the leases come first: the plan must be made while no other reconciler changes the servers
             held = self._take_leases(leases, [desired.cluster(n) for n in names], conns)
-            for rollout in self.store.all(("running",)):
-                if rollout.cluster in only and rollout.cluster in held:
-                    records += self._run_rollout(rollout.id, conns, result, held[rollout.cluster], desired)
+            for rollout in self.store.all(("running", "interrupted")):
+                if rollout.cluster in names and rollout.cluster in held:
+                    self._run_rollout(run, rollout.id, conns, result, held[rollout.cluster])
             report = self.observe(desired, conns, names)
             result.report = report
             for cluster_plan in report.plan.clusters:
@@ -281,14 +310,12 @@ class Engine:
                         f"its first server did not answer when the lease was taken (it is on "
                         f"{lease.site.server if lease.site else '?'}); run again"]
                     continue
-                records += self._apply_cluster(run_id, desired, report, cluster_plan, conns, result,
-                                               held[cluster_plan.cluster])
-            for c, s, err in report.unreachable:
-                records.append(self._record_base(run_id, commit) | {
-                    "cluster": c, "server": s, "action": "observe", "outcome": "failed", "detail": err.message})
-        if records:
-            result.note = self._record(commit, records)
-        return result
+                self._apply_cluster(run, desired, report, cluster_plan, conns, result, lease)
+        unreachable = [run.record(Action.OBSERVE, "failed", cluster=c, server=s, detail=err.message,
+                                  reason=Reason.HOST_KEY_UNKNOWN if isinstance(err, Stalled)
+                                  else Reason.SERVERS_UNREACHABLE)
+                       for c, s, err in report.unreachable]
+        run.add(unreachable)
 
     def _take_leases(
         self, stack: contextlib.ExitStack, clusters: list[DesiredCluster], conns: Connections
@@ -311,46 +338,59 @@ class Engine:
                      ttl=self.settings.lease_ttl, wait=self.settings.lease_wait)
 
     def _apply_cluster(
-        self, run_id: str, desired: Desired, report: PlanReport, cluster_plan: ClusterPlan, conns: Connections,
+        self, run: _Run, desired: Desired, report: PlanReport, cluster_plan: ClusterPlan, conns: Connections,
         result: ApplyReport, lease: Lease,
-    ) -> list[dict[str, Any]]:
+    ) -> None:
         name, commit = cluster_plan.cluster, desired.commit
         dc = desired.cluster(name)
         spec = dc.spec
-        records: list[dict[str, Any]] = []
         if cluster_plan.blocked:
             result.refused[name] = list(cluster_plan.blocked)
-            return [self._record_base(run_id, commit) | {
-                "cluster": name, "action": "refused", "outcome": "failed", "detail": "; ".join(cluster_plan.blocked)}]
+            run.add([run.record(Action.REFUSED, "failed", cluster=name, detail="; ".join(cluster_plan.blocked),
+                                reason=Reason.SERVERS_NOT_READY)])
+            return
         transports = {s.name: conns.get(spec, s) for s in spec.servers}
         if cluster_plan.hot_deploys:
+            observed = report.observed[name]
+            confirms: dict[str, list[str]] = {}
+            drops: dict[str, list[str]] = {}
+            for h in cluster_plan.hot_deploys:
+                for s in h.confirm_on:
+                    confirms.setdefault(s, []).append(h.module)
+                for s in h.drop_on:
+                    drops.setdefault(s, []).append(h.module)
+            op = self.journal.hot_deploy(
+                run.id, name, commit,
+                {h.module: (dc.modules[h.module].repo_path, dc.modules[h.module].blob, dc.modules[h.module].sha256)
+                 for h in cluster_plan.hot_deploys},
+                drops, confirms, {s: observed.server(s).log for s in confirms})
             servers = hot_deploy(
-                dc, report.observed[name], cluster_plan, transports,
+                dc, observed, cluster_plan, transports,
                 timeout=self.confirm_timeout_override or spec.confirm_timeout or self.settings.confirm_timeout,
                 poll=self.settings.confirm_poll, progress=self.progress, parallelism=self.settings.parallelism,
+                on_copied=lambda server: self.journal.copied(run.id, op, server), stop=self.stop,
             )
             result.results[name] = servers
-            records += self._hot_records(run_id, commit, dc.modules, name, servers)
+            run.add(self._hot_records(run, dc.modules, name, servers), op=op)
             if not all(r.ok for r in servers.values()):
                 if cluster_plan.restarts:
                     result.refused[name] = ["a hot-deploy failed, so the rolling restart was not started"]
-                return records
+                return
         if not cluster_plan.restarts:
-            return records
+            return
         if cluster_plan.restart_blocked:
             result.refused[name] = list(cluster_plan.restart_blocked)
-            return [*records, self._record_base(run_id, commit) | {
-                "cluster": name, "action": "refused", "outcome": "failed",
-                "detail": "; ".join(cluster_plan.restart_blocked)}]
+            run.add([run.record(Action.REFUSED, "failed", cluster=name, reason=Reason.SERVERS_NOT_READY,
+                                detail="; ".join(cluster_plan.restart_blocked))])
+            return
         resumed = result.rollouts.get(name)
         if resumed is not None and resumed[0].status != "finished":
             # the interrupted rollout resumed by this apply stopped again: starting another one now would only
             # repeat it; a person decides (`rollouts resume`) or a new commit supersedes it
             result.refused[name] = [f"rollout {resumed[0].id} {resumed[0].status}: {resumed[0].message}"]
-            return records
+            return
         for old in self.store.all(OPEN, cluster=name):
             self.store.set_status(old.id, "superseded", f"superseded by commit {commit[:12]}")
-            self._unschedule(old.id)
         plans = {r.server: r.to_dict() for r in cluster_plan.restarts}  # what `plan` showed, carried out as is
         window = spec.rollout.window
         if window and window_open(window, datetime.now(UTC)):
@@ -358,16 +398,17 @@ class Engine:
             window = None
         if window:
             rollout = self.store.create(name, commit, plans, status="pending", window=window)
-            when = self._schedule(rollout.id, window)
+            start = next_window(window, datetime.now(UTC))
+            when = start.isoformat() if start else "never"
             result.scheduled[name] = (rollout.id, when)
             self.progress(f"{name}: rolling restart {rollout.id} waits for its window '{window}' (next: {when})")
-            return [*records, self._record_base(run_id, commit) | {
-                "cluster": name, "action": "rollout-scheduled", "rollout": rollout.id, "outcome": "pending",
-                "detail": f"window '{window}', next {when}"}]
+            run.add([run.record(Action.ROLLOUT_SCHEDULED, "pending", cluster=name, rollout=rollout.id,
+                                reason=Reason.WAITING_FOR_WINDOW, detail=f"window '{window}', next {when}")])
+            return
         rollout = self.store.create(name, commit, plans, status="running", window=None)
         self.progress(f"{name}: rolling restart {rollout.id} of {len(cluster_plan.restarts)} server(s), "
                       f"{spec.rollout.max_unavailable} at a time")
-        return [*records, *self._run_rollout(rollout.id, conns, result, lease, desired)]
+        self._run_rollout(run, rollout.id, conns, result, lease)
 
     # --- rollback through git ------------------------------------------------------------------------------
     def rollback(self, to: str, message: str | None = None) -> trust.RollbackCommit:
@@ -386,10 +427,117 @@ class Engine:
                                        sign_key=v.signing_key if v.signatures != "off" else None,
                                        sign_format=v.signatures)
             self.progress(f"pushed {made.commit[:12]} (tree of {made.to[:12]}, on top of {made.parent[:12]})")
-            self._record(made.commit, [self._record_base(uuid.uuid4().hex[:12], made.commit) | {
-                "action": "rollback", "outcome": "ok", "to": made.to, "from": made.parent,
-                "detail": f"tree of {made.to[:12]} (was {made.parent[:12]}), by {self.by}"}])
+            self._record(made.commit, [Record(
+                at=utc_now(), run=uuid.uuid4().hex[:12], by=self.by, commit=made.commit, action=Action.ROLLBACK,
+                outcome="ok", detail=f"tree of {made.to[:12]} (was {made.parent[:12]}), by {self.by}",
+                extra={"to": made.to, "from": made.parent})])
             return made
+
+    # --- the run and its record step -----------------------------------------------------------------------
+    @property
+    def journal(self) -> Journal:
+        if self._journal is None:
+            self._journal = Journal.for_settings(self.settings)
+        return self._journal
+
+    @contextmanager
+    def _run(self, commit: str, conns: Connections, desireds: dict[str, Desired] | None = None) -> Iterator[_Run]:
+        """One run, journalled; its finaliser always records (rule 14), whatever ends the block."""
+        run = _Run(uuid.uuid4().hex[:12], commit, self, desireds if desireds is not None else {})
+        self.journal.open(run.id, commit, self.by)
+        try:
+            yield run
+        except BaseException as e:
+            self.progress(f"the run ended early ({type(e).__name__}); recording what was done so far")
+            raise
+        finally:
+            run.note = self._finish(run.id, conns, wait=False, desireds=run.desireds)
+
+    def _recover(self, conns: Connections, desireds: dict[str, Desired] | None = None) -> None:
+        """Finish the records of runs that were killed (their journals are still open), before anything else."""
+        for rid in self.journal.unfinished():
+            self.progress(f"run {rid} was killed before it recorded what it did; finishing its record")
+            self._finish(rid, conns, wait=True, desireds=desireds)
+
+    def recover(self) -> PushResult | None:
+        """What the daemon calls on every poll: finish the records of killed runs and push notes that are kept
+        locally. Nothing happens (None) while someone else holds the state dir."""
+        try:
+            with self.locked():
+                if not self.journal.unfinished() and not self.audit.pending():
+                    return None
+                with self.connections() as conns:
+                    self._recover(conns)
+                return self.audit.push_pending()
+        except Busy:
+            return None
+
+    def _finish(
+        self, run_id: str, conns: Connections, *, wait: bool, desireds: dict[str, Desired] | None = None
+    ) -> PushResult | None:
+        """Turn a run's journal into its note (records grouped by commit), then close the journal. Hot-deploys
+        the run did not see to the end are settled from the servers' logs since the journalled offsets (waiting
+        for them to confirm when `wait`, for a run that was killed); rollouts from the rollout store."""
+        j = self.journal.read(run_id)
+        records = list(j.records)
+        cache = desireds if desireds is not None else {}
+        base = Record(at=utc_now(), run=run_id, by=j.by, commit=j.commit, action=Action.HOT_DEPLOY,
+                      outcome=INTERRUPTED)
+        for step in j.pending_hot_deploys:
+            records += hot_deploy_records(step, self._reread(step, conns, wait, cache), base, utc_now())
+        recorded = {(r.rollout, r.server) for r in records if r.action == Action.RESTART}
+        for rs in j.pending_rollouts:
+            try:
+                rollout = self.store.get(rs.rollout)
+            except KeyError:
+                continue
+            records += rollout_records(rs, rollout, recorded, base)
+            interrupt_rollout(self.store, rollout)
+        note: PushResult | None = None
+        by_commit: dict[str, list[Record]] = {}
+        for r in records:
+            by_commit.setdefault(r.commit, []).append(r)
+        try:
+            for commit, recs in by_commit.items():
+                note = self._record(commit, recs)
+            if note is None:
+                pushed = self.audit.push_pending()
+                note = None if pushed.reason == "nothing to push" else pushed
+        except ReconcilerError as e:
+            # the journal stays open: the next run writes the note
+            self.progress(f"cannot write the note of run {run_id} now ({e.message}); the next run will")
+            return None
+        self.journal.close(run_id)
+        return note
+
+    def _reread(self, step: HotDeployStep, conns: Connections, wait: bool, cache: dict[str, Desired]) -> Verdicts:
+        """The verdicts in the servers' logs since the journalled offsets, for a hot-deploy whose run ended
+        before it saw them: one read, or (a killed run, files copied) until confirmed or confirm_timeout."""
+        try:
+            if step.commit not in cache:
+                cache[step.commit] = self.desired(step.commit)
+            dc = cache[step.commit].cluster(step.cluster)
+            by_name = {s.name: s for s in dc.spec.servers}
+            sent = {m for s, ms in step.drops.items() if s in step.copied for m in ms}
+            confirms = {s: set(ms) & sent if step.copied else set(ms) for s, ms in step.confirms.items()}
+            confirms = {s: ms for s, ms in confirms.items() if ms and s in by_name}
+            transports = {s: conns.get(dc.spec, by_name[s]) for s in confirms}
+        except (ReconcilerError, KeyError) as e:
+            self.progress(f"cannot re-read the logs of {step.cluster}: {e}")
+            return {}
+        results = {s: ServerResult(s) for s in confirms}
+        timeout = (self.confirm_timeout_override or dc.spec.confirm_timeout or self.settings.confirm_timeout
+                   if wait and step.copied else 0.0)
+        await_confirmations(dc, confirms, step.marks, transports, results, timeout=timeout,
+                            poll=self.settings.confirm_poll, progress=self.progress,
+                            parallelism=self.settings.parallelism)
+        out: dict[str, dict[str, tuple[str, str]]] = {}
+        for s, r in results.items():
+            for m, o in r.modules.items():
+                outcome = o if o in ("confirmed", "failed") or (o == "timeout" and timeout) else INTERRUPTED
+                detail = "" if o == "confirmed" else "\n".join(r.lines.get(m, []))[-2000:]
+                out.setdefault(s, {})[m] = (outcome, detail)
+        return out
 
     # --- rollouts ------------------------------------------------------------------------------------------
     @property
@@ -398,50 +546,47 @@ class Engine:
             self._store = RolloutStore.for_settings(self.settings)
         return self._store
 
-    def _run_rollout(
-        self, rid: str, conns: Connections, result: ApplyReport | None, lease: Lease, desired: Desired
-    ) -> list[dict[str, Any]]:
-        """Carry out a persisted rollout as it was planned (the commit's files, each server's stored operations).
-        `desired` is the run's, built once; a rollout of another commit reads that commit's files."""
+    def _run_rollout(self, run: _Run, rid: str, conns: Connections, result: ApplyReport | None, lease: Lease) -> None:
+        """Carry out a persisted rollout as it was planned (the commit's files, each server's stored operations),
+        with the commit's desired state built once for the run."""
         rollout = self.store.get(rid)
-        records = self._unrecorded_restarts(rollout)
-        if desired.commit != rollout.commit:
-            desired = self.desired(rollout.commit)
-        dc = desired.cluster(rollout.cluster)
+        run.add(self._unrecorded_restarts(run, rollout))
+        dc = run.desired(rollout.commit).cluster(rollout.cluster)
         spec = dc.spec
         transports = {s.name: conns.get(spec, s) for s in spec.servers}
+        op = self.journal.rollout(run.id, rollout)
         runner = RolloutRunner(self.store, dc, transports, progress=self.progress, stop=self.stop,
                                poll=self.settings.confirm_poll, guard=lease.check)
         outcomes = runner.run(rollout)
         final = self.store.get(rid)
         if result is not None:
             result.rollouts[rollout.cluster] = (final, outcomes)
+        records = []
         for o in outcomes:
-            if o.outcome in ("interrupted", "unreachable"):
+            rec = run.record(Action.RESTART, o.outcome, commit=rollout.commit, cluster=rollout.cluster,
+                             server=o.server, rollout=rid, started=o.started, ready=o.ready,
+                             duration=round(o.duration, 2), files=tuple(o.files))
+            if o.outcome in (INTERRUPTED, "unreachable"):
                 continue  # not finished: the run that finishes it records it
-            rec = self._record_base(rid, rollout.commit) | {
-                "cluster": rollout.cluster, "server": o.server, "action": "restart", "rollout": rid,
-                "outcome": o.outcome, "started": o.started, "ready": o.ready, "duration": round(o.duration, 2),
-                "files": o.files,
-            }
             if not o.ok:
-                rec["detail"] = (o.error + "\n" + "\n".join(o.lines[-10:]))[-2000:]
+                rec = rec.but(detail=(o.error + "\n" + "\n".join(o.lines[-10:]))[-2000:],
+                              reason=Reason.ROLLED_BACK if o.outcome == "rolled-back" else Reason.RESTART_FAILED)
             records.append(rec)
-        return records
+        run.add(records, op=op)
 
-    def _unrecorded_restarts(self, rollout: Rollout) -> list[dict[str, Any]]:
-        """Restarts an earlier run finished but never recorded (it was SIGKILLed, or its host died and a standby
-        took over): recorded now, from the store, so the history has no gap."""
+    def _unrecorded_restarts(self, run: _Run, rollout: Rollout) -> list[Record]:
+        """Restarts an earlier run finished but never recorded, and whose journal could not tell (its host died
+        and a standby took over before the journal went stale): recorded now, from the store, so the history has
+        no gap. A killed run of this host was already finished from its journal (`_recover`)."""
         done = [s for s in rollout.servers if s.step == "done" and s.ready]
         if not done:
             return []
         recorded = {str(r.get("server")) for r in self.audit.records_for(rollout.commit)
-                    if r.get("action") == "restart" and r.get("rollout") == rollout.id}
-        return [self._record_base(rollout.id, rollout.commit) | {
-            "cluster": rollout.cluster, "server": s.server, "action": "restart", "rollout": rollout.id,
-            "outcome": "ready", "started": s.started, "ready": s.ready,
-            "detail": "restarted by an earlier run that ended before recording it"}
-            for s in done if s.server not in recorded]
+                    if r.get("action") == Action.RESTART and r.get("rollout") == rollout.id}
+        return [run.record(Action.RESTART, "ready", commit=rollout.commit, cluster=rollout.cluster, server=s.server,
+                           rollout=rollout.id, started=s.started or "", ready=s.ready or "",
+                           detail="restarted by an earlier run that ended before recording it")
+                for s in done if s.server not in recorded]
 
     def resume_rollout(self, rid: str) -> tuple[Rollout, list[RestartOutcome]]:
         """Run a pending, halted or interrupted rollout now (the window of a pending one is skipped)."""
@@ -449,20 +594,20 @@ class Engine:
             rollout = self.store.find(rid)
             if rollout.status not in OPEN:
                 raise Stalled(f"rollout {rollout.id} is {rollout.status}; only pending, running or halted ones resume")
-            self._unschedule(rollout.id)
             self.source.fetch()
-            desired = self.desired(rollout.commit)
-            result = ApplyReport(PlanReport(rollout.commit, desired, {}, Plan("", ()), []))
-            self.post_status(rollout.commit, rollout.cluster, None, f"rolling restart {rollout.id} running")
-            try:
-                with self.connections() as conns, \
-                        self.lease(desired.cluster(rollout.cluster), conns).held() as lease:
-                    records = self._run_rollout(rollout.id, conns, result, lease, desired)
-            except Exception as e:
-                self.post_status(rollout.commit, rollout.cluster, False, f"error: {e}".splitlines()[0])
-                raise
-            if records:
-                self._record(rollout.commit, records)
+            desireds: dict[str, Desired] = {}
+            with self.connections() as conns:
+                self._recover(conns, desireds)
+                with self._run(rollout.commit, conns, desireds) as run:
+                    desired = run.desired(rollout.commit)
+                    result = ApplyReport(PlanReport(rollout.commit, desired, {}, Plan("", ()), []))
+                    self.post_status(rollout.commit, rollout.cluster, None, f"rolling restart {rollout.id} running")
+                    try:
+                        with self.lease(desired.cluster(rollout.cluster), conns).held() as lease:
+                            self._run_rollout(run, rollout.id, conns, result, lease)
+                    except Exception as e:
+                        self.post_status(rollout.commit, rollout.cluster, False, f"error: {e}".splitlines()[0])
+                        raise
             final, outcomes = result.rollouts[rollout.cluster]
             self.post_status(rollout.commit, rollout.cluster, final.status == "finished",
                              f"rolling restart {final.id} {final.status}" + (f": {final.message}"
@@ -475,63 +620,67 @@ class Engine:
             if rollout.status not in OPEN:
                 raise Stalled(f"rollout {rollout.id} is already {rollout.status}")
             self.store.set_status(rollout.id, "cancelled", "cancelled by a person")
-            self._unschedule(rollout.id)
             return self.store.get(rollout.id)
 
-    def _schedule(self, rid: str, window: str) -> str:
-        """Persist a job that runs the rollout at the window's next start; returns that time (UTC, ISO)."""
-        sched = self.scheduler or make_scheduler(self.settings)
-        temporary = self.scheduler is None
-        if temporary:
-            sched.start(paused=True)
-        try:
-            job = sched.add_job(
-                "reconciler.engine.chain:run_scheduled_rollout", cron_trigger(window),
-                args=[rid], id=f"rollout-{rid}", jobstore=PERSISTENT, replace_existing=True,
-            )
-            when = job.next_run_time
-            return when.isoformat() if when else "never"
-        finally:
-            if temporary:
-                sched.shutdown(wait=False)
-
-    def _unschedule(self, rid: str) -> None:
-        sched = self.scheduler or make_scheduler(self.settings)
-        temporary = self.scheduler is None
-        if temporary:
-            sched.start(paused=True)
-        try:
-            with contextlib.suppress(JobLookupError):
-                sched.remove_job(f"rollout-{rid}", jobstore=PERSISTENT)
-        finally:
-            if temporary:
-                sched.shutdown(wait=False)
+    def due_rollouts(self, now: datetime | None = None) -> list[Rollout]:
+        """Pending rollouts whose window has started since they were created (the daemon runs them)."""
+        now = now or datetime.now(UTC)
+        return [r for r in self.store.all(("pending",)) if r.window and window_due(r.window, _parse(r.created), now)]
 
     # --- records -------------------------------------------------------------------------------------------
-    def _record_base(self, run_id: str, commit: str) -> dict[str, Any]:
-        return {"at": utc_now(), "run": run_id, "by": self.by, "commit": commit}
-
     def _hot_records(
-        self, run_id: str, commit: str, modules: Any, cluster: str, servers: dict[str, ServerResult]
-    ) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+        self, run: _Run, modules: Mapping[str, Module], cluster: str, servers: dict[str, ServerResult]
+    ) -> list[Record]:
+        out: list[Record] = []
         for server, r in servers.items():
             for module, outcome in sorted(r.modules.items()):
                 m = modules[module]
-                rec = self._record_base(run_id, commit) | {
-                    "cluster": cluster, "server": server, "action": "hot-deploy", "module": m.repo_path,
-                    "blob": m.blob, "sha256": m.sha256, "dropped": module in r.dropped, "outcome": outcome,
-                    "started": _iso(r.started), "finished": _iso(r.finished),
-                }
+                rec = run.record(
+                    Action.HOT_DEPLOY, outcome, cluster=cluster, server=server, module=m.repo_path, blob=m.blob,
+                    sha256=m.sha256, dropped=module in r.dropped, started=_iso(r.started), finished=_iso(r.finished))
                 if outcome != "confirmed":
-                    rec["detail"] = r.error or "\n".join(r.lines.get(module, []))[-2000:]
+                    rec = rec.but(detail=r.error or "\n".join(r.lines.get(module, []))[-2000:],
+                                  reason=HOT_REASONS.get(outcome, Reason.DEPLOY_ERROR))
                 out.append(rec)
         return out
 
-    def _record(self, commit: str, records: list[dict[str, Any]]) -> PushResult:
+    def _record(self, commit: str, records: list[Record]) -> PushResult:
         self.progress(f"recording {len(records)} record{'s' if len(records) != 1 else ''} on {commit[:12]}")
         return self.audit.record(commit, records)
 
+
+#: a hot-deploy outcome that is not `confirmed` -> its reason
+HOT_REASONS = {"failed": Reason.DEPLOY_FAILED, "timeout": Reason.CONFIRM_TIMEOUT, "not-sent": Reason.NOT_SENT,
+               "error": Reason.DEPLOY_ERROR, INTERRUPTED: Reason.INTERRUPTED}
+
+
+@dataclass
+class _Run:
+    """One run of the engine: its id, the desired state of each commit it touched (built once per commit and
+    run), and what it recorded so far (also in the journal)."""
+
+    id: str
+    commit: str
+    engine: Engine
+    desireds: dict[str, Desired] = field(default_factory=dict)
+    records: list[Record] = field(default_factory=list)
+    note: PushResult | None = None
+
+    def desired(self, commit: str) -> Desired:
+        if commit not in self.desireds:
+            self.desireds[commit] = self.engine.desired(commit)
+        return self.desireds[commit]
+
+    def record(self, action: Action, outcome: str, **fields: object) -> Record:
+        base = Record(at=utc_now(), run=self.id, by=self.engine.by, commit=self.commit, action=action,
+                      outcome=outcome)
+        return base.but(**fields)
+
+    def add(self, records: list[Record], op: int | None = None) -> None:
+        """What a step did, journalled at once (so a kill after this loses nothing); `op` is the step's entry."""
+        if records or op is not None:
+            self.engine.journal.records(self.id, records, op)
+        self.records += records
 
 
 def cluster_status(result: ApplyReport, name: str) -> tuple[bool | None, str]:
@@ -555,31 +704,5 @@ def cluster_status(result: ApplyReport, name: str) -> tuple[bool | None, str]:
     return True, f"every server runs {result.report.commit[:12]}" + (f" ({n} confirmed)" if n else "")
 
 
-def window_open(window: str, now: datetime) -> bool:
-    """Whether `now` falls in a minute the window's cron expression matches (UTC)."""
-    minute = now.astimezone(UTC).replace(second=0, microsecond=0)
-    nxt = cron_trigger(window).get_next_fire_time(None, minute)
-    return nxt is not None and nxt == minute
-
-
-#: how long a windowed rollout that found the state dir busy waits before trying again
-BUSY_RETRY = 15.0
-
-
-def run_scheduled_rollout(rid: str) -> None:
-    """The persisted job of a rollout waiting for its window (APScheduler calls it by this import path)."""
-    engine: Engine = runtime("engine")
-    try:
-        rollout, _ = engine.resume_rollout(rid)
-        engine.progress(f"scheduled rollout {rid}: {rollout.status}")
-    except Busy:
-        # a deploy holds the state dir right when the window opened: try again shortly rather than tomorrow
-        if engine.scheduler is not None:
-            engine.scheduler.add_job(
-                "reconciler.engine.chain:run_scheduled_rollout",
-                DateTrigger(datetime.now(UTC) + timedelta(seconds=BUSY_RETRY)),
-                args=[rid], id=f"rollout-{rid}-retry", jobstore=PERSISTENT, replace_existing=True,
-            )
-        engine.progress(f"scheduled rollout {rid}: the state dir is busy, trying again in {BUSY_RETRY:.0f} s")
-    except Exception as e:  # a job must never kill the scheduler's thread; the store keeps the status
-        engine.progress(f"scheduled rollout {rid} failed: {e}")
+def _parse(ts: str) -> datetime:
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)

@@ -1,56 +1,37 @@
-"""The one APScheduler of a reconciler process, with its persistent job store.
+"""Rollout windows (cron expressions) and the daemon's APScheduler.
 
-Rollouts (static installs waiting for a window) and the daemon's periodic jobs run on the same
-`BackgroundScheduler`. Jobs that must survive a restart (a rollout waiting for its window) live in a SQLAlchemy
-job store: SQLite in the state dir by default, or any database URL from `job_store` in the config (e.g.
-PostgreSQL for a store shared by a standby). APScheduler 3.x is pinned (`>=3.11,<4`): 4.0 is still alpha and
-has another API.
+A rolling restart with a `rollout.window` waits as a **pending** row in the rollout store (apply/store.py), not
+as a scheduler job: any process that opens the store finds it, and the daemon's poll runs each pending rollout
+whose window has started (`window_due`). The engine uses APScheduler only as a crontab parser (`cron_trigger`);
+it schedules nothing. The daemon's own periodic jobs (poll, drift check, retries) run on the in-memory
+`BackgroundScheduler` made here. APScheduler 3.x is pinned (`>=3.11,<4`): 4.0 is still alpha and has another API.
 
-Persisted jobs name their function by import path and carry only plain arguments (ids); the function finds the
-process's engine through `register_runtime`, since an engine (open connections, settings with secrets) cannot
-and must not be pickled into the store.
+The rollout store and the run journal live on the state database (`Settings.state_db_url`): SQLite in the state
+dir by default, or PostgreSQL shared by a leader and its standby, where only the leader's poll runs them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Any
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from reconciler.settings import Settings
 
-#: the store for jobs that survive a restart; "default" is in memory (periodic jobs re-added at every start)
-PERSISTENT = "persistent"
-
-_runtime: dict[str, Any] = {}
+#: a window start missed by more than this (the daemon was down then) waits for the next start
+MISSED_GRACE = timedelta(hours=1)
 
 
-def job_store_url(settings: Settings) -> str:
-    """The job store is on the state database (`state_db`), beside the rollouts it runs."""
-    return settings.state_db_url()
-
-
-def persistent_store(settings: Settings) -> SQLAlchemyJobStore:
-    # pre-ping: after the database restarted, a pooled connection is replaced instead of failing a job
-    return SQLAlchemyJobStore(url=job_store_url(settings), engine_options={"pool_pre_ping": True})
-
-
-def make_scheduler(settings: Settings, *, persistent: bool = True) -> BackgroundScheduler:
-    """A scheduler with an in-memory default store and the persistent SQLAlchemy store; not started.
-
-    `persistent=False` leaves the persistent store out: a daemon adds it once it leads (`add_jobstore`), so a
-    standby, or a daemon whose database is down, never runs (or fails to load) the shared jobs."""
-    stores: dict[str, Any] = {"default": MemoryJobStore()}
-    if persistent:
-        stores[PERSISTENT] = persistent_store(settings)
+def make_scheduler(settings: Settings) -> BackgroundScheduler:
+    """The daemon's scheduler for its periodic jobs, in memory (they are added again at every start); not
+    started. `settings` is kept for the signature's sake: jobs that must survive a restart live in the store."""
+    del settings
     return BackgroundScheduler(
-        jobstores=stores,
+        jobstores={"default": MemoryJobStore()},
         executors={"default": ThreadPoolExecutor(max_workers=4)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
         timezone="UTC",
@@ -71,16 +52,21 @@ def cron_trigger(expression: str) -> CronTrigger:
     return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=dow, timezone="UTC")
 
 
-def register_runtime(name: str, value: Any) -> None:
-    """Make a live object (the engine factory) reachable from persisted job functions in this process."""
-    _runtime[name] = value
+def window_open(window: str, now: datetime) -> bool:
+    """Whether `now` falls in a minute the window's cron expression matches (UTC)."""
+    minute = now.astimezone(UTC).replace(second=0, microsecond=0)
+    nxt = cron_trigger(window).get_next_fire_time(None, minute)
+    return nxt is not None and nxt == minute
 
 
-def runtime(name: str) -> Any:
-    try:
-        return _runtime[name]
-    except KeyError as e:
-        raise RuntimeError(f"no {name!r} registered in this process; is the scheduler started by zato-gitops?") from e
+def next_window(window: str, after: datetime) -> datetime | None:
+    """The window's next start at or after `after`."""
+    nxt: datetime | None = cron_trigger(window).get_next_fire_time(None, after.astimezone(UTC))
+    return nxt
 
 
-EngineFactory = Callable[[], Any]
+def window_due(window: str, since: datetime, now: datetime, grace: timedelta = MISSED_GRACE) -> bool:
+    """Whether a rollout pending since `since` is due at `now`: its window started after `since`, and not more
+    than `grace` ago."""
+    start = next_window(window, max(since, now - grace))
+    return start is not None and start <= now

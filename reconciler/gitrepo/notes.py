@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 from git.objects import Blob
 
 from reconciler.errors import SourceError
+from reconciler.gitrepo.records import Record
 from reconciler.gitrepo.source import NOTES_REF, ORIGIN_NOTES_REF, GitResult, Source
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ class HistoryEntry:
     @property
     def short(self) -> str:
         return self.commit[:12]
+
+    @property
+    def typed(self) -> Record:
+        return Record.from_dict(self.record)
 
 
 def format_at(moment: datetime) -> str:
@@ -106,7 +111,7 @@ class Audit:
 
     # -- writing ------------------------------------------------------------------------------------------
 
-    def record(self, commit: str, records: list[dict[str, Any]]) -> PushResult:
+    def record(self, commit: str, records: Sequence[Record]) -> PushResult:
         """Append `records` to the commit's note and push the notes to the origin.
 
         Raises `SourceError` only when the note cannot be written locally; a push that fails is reported in
@@ -120,7 +125,7 @@ class Audit:
                 existing = self._note(NOTES_REF, sha)
                 if existing and not existing.endswith("\n"):
                     existing += "\n"
-                text = existing + "".join(record_line(r, now) + "\n" for r in records)
+                text = existing + "".join(record_line(r.to_dict(), now) + "\n" for r in records)
                 with tempfile.TemporaryFile() as f:
                     f.write(text.encode("utf-8"))
                     f.seek(0)

@@ -187,7 +187,8 @@ def test_a_window_defers_the_restart_while_the_hot_deploy_goes_out_at_once(world
 def test_a_reconciler_killed_mid_rollout_finishes_it_without_restarting_a_server_twice(world: World) -> None:
     for s in world.servers:
         world.set_faults(s, start_delay=1.0)
-    world.commit({"zato-gitops.yaml": world.manifest(service_sources=STATIC), "static/billing/invoice.py": INVOICE})
+    commit = world.commit({"zato-gitops.yaml": world.manifest(service_sources=STATIC),
+                           "static/billing/invoice.py": INVOICE})
     starts = world.events("starting")
     t0 = time.time()
     cmd = [sys.executable, "-m", "reconciler", "apply", "--repo", str(world.origin), "--identity",
@@ -204,7 +205,7 @@ def test_a_reconciler_killed_mid_rollout_finishes_it_without_restarting_a_server
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     _code, rollouts = world.cli_json("rollouts")
-    assert rollouts[0]["status"] == "running"  # interrupted mid-way, as the store says
+    assert rollouts[0]["status"] == "interrupted"  # killed mid-way: no run works on it any more
 
     r = world.cli("apply")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -215,6 +216,12 @@ def test_a_reconciler_killed_mid_rollout_finishes_it_without_restarting_a_server
         assert "billing.create-invoice" in s.services()
     _, rollouts = world.cli_json("rollouts")
     assert rollouts[0]["status"] == "finished"
+    # the history has no gap: server1's restart by the killed run was recorded by the next one, server2's
+    # interrupted step and its finish, and server3
+    note = git(world.origin, "notes", "--ref=zato-gitops", "show", commit)
+    restarts = [json.loads(line) for line in note.splitlines() if '"restart"' in line]
+    assert {r["server"] for r in restarts if r["outcome"] == "ready"} == {"server1", "server2", "server3"}
+    assert [r["outcome"] for r in restarts if r["server"] == "server2"] == ["interrupted", "ready"]
 
 
 # --- HAProxy drain, against a real HAProxy ---------------------------------------------------------------------

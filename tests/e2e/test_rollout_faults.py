@@ -137,7 +137,8 @@ def test_sshd_killed_right_after_a_stop_brings_that_server_back_first(world: Wor
         assert world.servers[1].ping() is None  # left stopped: we could not reach it
         assert world.events("stopping")["server3"] == 0  # and nobody else was stopped
         _, rollouts = world.cli_json("rollouts")
-        assert rollouts[0]["status"] == "running" and "server2 cannot be reached" in rollouts[0]["message"]
+        # no run works on it any more: shown as interrupted, with why
+        assert rollouts[0]["status"] == "interrupted" and "server2 cannot be reached" in rollouts[0]["message"]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

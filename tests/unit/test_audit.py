@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.gitrepo.notes import Audit, format_at, record_line
+from reconciler.gitrepo.records import Record
 from reconciler.gitrepo.source import Source
 from tests.unit.gitbed import GitBed, git
 
@@ -53,9 +54,9 @@ def origin_note(bed: GitBed, commit: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
-def deploy(server: str, **extra: object) -> dict[str, object]:
-    return {"run": "r1", "cluster": "c1", "server": server, "action": "hot-deploy", "outcome": "confirmed",
-            **extra}
+def deploy(server: str, **extra: object) -> Record:
+    return Record.from_dict({"run": "r1", "cluster": "c1", "server": server, "action": "hot-deploy",
+                             "outcome": "confirmed", **extra})
 
 
 def test_record_puts_the_note_on_the_origin(bed: GitBed, sources: list[Source], clock: Clock) -> None:

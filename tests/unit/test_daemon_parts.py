@@ -18,14 +18,16 @@ from typing import Any
 
 import pytest
 
+from reconciler.apply.hotdeploy import ServerResult
 from reconciler.daemon.conditions import ClusterStatus, Event, StatusStore, backoff
 from reconciler.daemon.drift import drift_items
 from reconciler.daemon.http import Server, is_watched, push_ref, verify_signature
 from reconciler.daemon.logsetup import setup
 from reconciler.daemon.loop import Daemon
 from reconciler.daemon.notify import Notifier, body, safe_url
-from reconciler.daemon.outcome import classify, classify_error
+from reconciler.engine.results import ApplyReport, PlanReport, error_outcome
 from reconciler.errors import Busy, HostKeyError, ModulesInvalid, Stalled, Transient, Unreachable
+from reconciler.gitrepo.records import Record
 from reconciler.settings import Settings
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
@@ -293,24 +295,23 @@ def test_logs_are_one_line_and_never_carry_a_secret() -> None:
 # --- the daemon's decisions, with a fake engine and a fake clock ----------------------------------------------
 
 
-def _result(modules: dict[str, str], error: str = "") -> Any:
-    return SimpleNamespace(modules=modules, error=error)
+def _result(modules: dict[str, str], error: str = "") -> ServerResult:
+    return ServerResult("server1", modules=modules, error=error)  # type: ignore[arg-type]
 
 
-def _report(cluster: str = "prod", *, results: dict[str, Any] | None = None, unreachable: list[Any] | None = None,
-            refused: list[str] | None = None, plan_empty: bool = True) -> Any:
+def _report(cluster: str = "prod", *, results: dict[str, ServerResult] | None = None,
+            unreachable: list[Any] | None = None, refused: list[str] | None = None,
+            plan_empty: bool = True) -> ApplyReport:
     observed = {cluster: SimpleNamespace(servers=[SimpleNamespace(name=f"server{i}", running=True)
                                                   for i in (1, 2, 3)])}
     hot = () if plan_empty else (SimpleNamespace(module="crm.py", diffs=[SimpleNamespace(server="server2",
                                                                                         reason="changed")]),)
-    cp = SimpleNamespace(cluster=cluster, empty=plan_empty, hot_deploys=hot)
-    plan_report = SimpleNamespace(observed=observed, unreachable=unreachable or [],
-                                  plan=SimpleNamespace(cluster=lambda n: cp), desired=None)
+    cp = SimpleNamespace(cluster=cluster, empty=plan_empty, hot_deploys=hot, restarts=())
+    plan_report = PlanReport(cluster, None, observed, SimpleNamespace(cluster=lambda n: cp),  # type: ignore[arg-type]
+                             unreachable or [])
     res = results or {}
-    ok = not unreachable and not refused and all(not r.error and all(v == "confirmed" for v in r.modules.values())
-                                                 for r in res.values())
-    return SimpleNamespace(report=plan_report, results={cluster: res} if res else {},
-                           refused={cluster: refused} if refused else {}, ok=ok, note=None, run_id="r1")
+    return ApplyReport(plan_report, results={cluster: res} if res else {},
+                       refused={cluster: refused} if refused else {}, run_id="r1")
 
 
 class FakeEngine:
@@ -323,8 +324,11 @@ class FakeEngine:
         self.applied: list[tuple[str, str]] = []
         self.outcomes: dict[str, Any] = {}  # commit -> report, or exception to raise
         self.drifted = False
-        self.records: list[dict[str, Any]] = []
+        self.records: list[Record] = []
         self.fetches = 0
+        self.recovered = 0
+        self.desired_built: list[str] = []
+        self.given_desired: list[bool] = []
         self.by = "test"
         self.source = SimpleNamespace(remote_head=lambda: self.head, safe_url="file:///origin")
         self.audit = SimpleNamespace(record=lambda commit, recs: self.records.extend(recs),
@@ -335,6 +339,7 @@ class FakeEngine:
         return self.head
 
     def desired(self, commit: str) -> Any:
+        self.desired_built.append(commit)
         out = self.outcomes.get(commit)
         if isinstance(out, ModulesInvalid):
             raise out
@@ -343,8 +348,18 @@ class FakeEngine:
                                                                   for c in self.clusters]),
                                cluster=lambda n: SimpleNamespace(spec=spec))
 
-    def apply(self, only: list[str], commit: str) -> Any:
+    def recover(self) -> None:
+        self.recovered += 1
+
+    def close(self) -> None:
+        pass
+
+    def due_rollouts(self) -> list[Any]:
+        return []
+
+    def apply(self, only: list[str], commit: str, desired: Any = None) -> Any:
         [cluster] = only
+        self.given_desired.append(desired is not None)
         self.applied.append((cluster, commit))
         out = self.outcomes.get((cluster, commit), self.outcomes.get(commit))
         if isinstance(out, Exception):
@@ -354,9 +369,9 @@ class FakeEngine:
         self.drifted = False
         return _report(cluster, results={"server1": _result({"crm.py": "confirmed"})})
 
-    def plan(self, only: list[str], commit: str) -> Any:
+    def plan(self, only: list[str], commit: str | None = None, desired: Any = None) -> Any:
         r = _report(only[0], plan_empty=not self.drifted)
-        r.report.desired = self.desired(commit)
+        r.report.desired = desired or self.desired(commit or self.head)
         return r.report
 
 
@@ -382,6 +397,8 @@ def test_poll_applies_a_new_head_once_and_not_again(tmp_path: Path) -> None:
     eng = FakeEngine(clusters=("prod", "test"))
     d, _clock, events = make_daemon(tmp_path, eng)
     d.poll()
+    assert eng.recovered == 1  # every poll first finishes killed runs' records and pushes notes kept locally
+    assert eng.desired_built == [A] and eng.given_desired == [True, True]  # built once, passed to both applies
     assert eng.applied == [("prod", A), ("test", A)]
     assert [e.kind for e in events] == ["deployed", "deployed"]
     d.poll()
@@ -444,7 +461,7 @@ def test_an_invalid_commit_is_recorded_once_and_stalls_every_cluster(tmp_path: P
     d.poll()
     clock.now += 1000
     d.poll()
-    assert len(eng.records) == 1 and eng.records[0]["action"] == "refused"
+    assert len(eng.records) == 1 and eng.records[0].action == "refused"
     assert all(c.conditions["Stalled"].status == "True" for c in d.status.clusters.values())
     assert [e.kind for e in events] == ["deployed", "deployed", "failed", "failed"]
     assert len(eng.applied) == 2
@@ -473,7 +490,7 @@ def test_drift_is_healed_or_only_reported(tmp_path: Path) -> None:
     d.drift_check()
     assert eng.applied[-1] == ("prod", A) and not eng.drifted
     assert d.status.clusters["prod"].drift.action == "healed"  # type: ignore[union-attr]
-    assert [r["action"] for r in eng.records] == ["drift"]
+    assert [r.action for r in eng.records] == ["drift"]
     d.drift_check()
     assert d.status.clusters["prod"].drift is None
 
@@ -488,26 +505,26 @@ def test_drift_is_healed_or_only_reported(tmp_path: Path) -> None:
 
 
 def test_classify_sorts_outcomes_by_what_to_do() -> None:
-    ok = classify(_report(results={"s1": _result({"a.py": "confirmed", "b.py": "confirmed"})}), "prod")
+    ok = _report(results={"s1": _result({"a.py": "confirmed", "b.py": "confirmed"})}).cluster("prod")
     assert ok.ok and ok.detail == "2 modules hot-deployed"
-    assert classify(_report(), "prod").detail == "no server change"
-    t = classify(_report(results={"s1": _result({"a.py": "timeout"})}), "prod")
+    assert _report().cluster("prod").detail == "no server change"
+    t = _report(results={"s1": _result({"a.py": "timeout"})}).cluster("prod")
     assert (t.kind, t.reason) == ("transient", "ConfirmTimeout")
-    h = classify(_report(unreachable=[("prod", "s2", HostKeyError("unknown host key"))]), "prod")
+    h = _report(unreachable=[("prod", "s2", HostKeyError("unknown host key"))]).cluster("prod")
     assert (h.kind, h.reason) == ("stalled", "HostKeyError")
-    u = classify(_report(unreachable=[("prod", "s2", Unreachable("refused"))]), "prod")
+    u = _report(unreachable=[("prod", "s2", Unreachable("refused"))]).cluster("prod")
     assert (u.kind, u.reason) == ("transient", "ServersUnreachable")
-    r = classify(_report(refused=["server3 is not running"]), "prod")
+    r = _report(refused=["server3 is not running"]).cluster("prod")
     assert (r.kind, r.reason) == ("transient", "ServersNotReady")
-    assert classify_error(Busy("another zato-gitops (pid 1) is working on the state dir /x")).kind == "transient"
+    assert error_outcome(Busy("another zato-gitops (pid 1) is working on the state dir /x")).kind == "transient"
     from reconciler.apply.lease import Holder, LeaseHeld
 
-    leased = classify_error(LeaseHeld("prod", Holder("t", 2_000_000_000, 1_999_999_000, "ops@h", 9, "/s"), "s1"))
+    leased = error_outcome(LeaseHeld("prod", Holder("t", 2_000_000_000, 1_999_999_000, "ops@h", 9, "/s"), "s1"))
     assert (leased.kind, leased.reason) == ("transient", "ClusterLeased")
     assert leased.message.startswith("cluster prod is being reconciled by ops@h (pid 9) since 2033-05-18T")
-    assert classify_error(ModulesInvalid(["x"])).reason == "ModulesInvalid"
-    assert classify_error(RuntimeError("boom")).reason == "InternalError"
-    cp = SimpleNamespace(empty=False, hot_deploys=[SimpleNamespace(module="a.py", diffs=[
+    assert error_outcome(ModulesInvalid(["x"])).reason == "ModulesInvalid"
+    assert error_outcome(RuntimeError("boom")).reason == "InternalError"
+    cp = SimpleNamespace(empty=False, restarts=[], hot_deploys=[SimpleNamespace(module="a.py", diffs=[
         SimpleNamespace(server="s1", reason="added"), SimpleNamespace(server="s2", reason="changed")])])
     assert drift_items(cp) == ["s1: a.py missing", "s2: a.py modified"]
     from reconciler.core.plan import FileChange, Restart
@@ -642,7 +659,7 @@ def test_an_untrusted_head_stalls_every_cluster_is_recorded_once_and_never_appli
     d.poll()
     clock.now += 1000
     d.poll()
-    assert [r["action"] for r in eng.records] == ["refused"] and eng.records[0]["commit"] == B
+    assert [r.action for r in eng.records] == ["refused"] and eng.records[0].commit == B
     assert all(c.conditions["Stalled"].status == "True" and "unsigned" in c.conditions["Stalled"].message
                for c in d.status.clusters.values())
     assert [e.kind for e in events] == ["deployed", "deployed", "failed", "failed"]

@@ -16,11 +16,12 @@ PKG = Path(__file__).resolve().parents[2] / "reconciler"
 
 FLOORS: list[tuple[int, tuple[str, ...]]] = [
     (0, ("__init__", "__version__", "errors", "settings", "zato", "manifest", "transport", "locks", "core",
-         "core.state", "gitrepo", "gitrepo.source", "gitrepo.trust", "gitrepo.blobs", "githost", "engine.scheduler",
-         "daemon.logsetup", "db")),
+         "core.state", "gitrepo", "gitrepo.source", "gitrepo.records", "gitrepo.trust", "gitrepo.blobs", "githost",
+         "engine.scheduler", "daemon.logsetup", "db")),
     (1, ("observe", "core.desired", "engine.facts")),
     (2, ("core.plan", "core.release")),
-    (3, ("apply", "gitrepo.notes", "engine.results", "cli.render", "cli.markdown", "db.migrations")),
+    (3, ("apply", "gitrepo.notes", "engine.results", "engine.journal", "cli.render", "cli.markdown",
+         "db.migrations")),
     (4, ("engine", "engine.chain")),
     (5, ("daemon",)),
     (6, ("cli", "__main__")),

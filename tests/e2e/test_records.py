@@ -1,0 +1,158 @@
+"""Issue 8 end to end: every run is recorded, whatever happens to it.
+
+An apply SIGKILLed after staging, or after copying but before the confirmations, leaves a journal in the state
+dir; the next apply finishes its record first (reading the servers' logs since the journalled offsets) and
+converges. Ctrl-C while waiting for confirmations records `interrupted`. A note that could not be pushed goes out
+with the next apply, even one with nothing to do. Real sshd, real git, the stand-in; the CLI as a process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from world import ROOT, World, git, service_module
+
+pytestmark = pytest.mark.e2e
+
+MODULES = {f"services/m{i}.py": service_module(f"M{i}", name=f"acme.m{i}") for i in range(4)}
+
+
+def note(world: World, commit: str) -> list[dict[str, Any]]:
+    text = git(world.origin, "notes", "--ref=zato-gitops", "show", commit)
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def start_apply(world: World) -> subprocess.Popen[str]:
+    env = os.environ | {"COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.Popen([sys.executable, "-m", "reconciler", "apply", *world.common_args()], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+
+
+def wait_until(proc: subprocess.Popen[str], what: str, check: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert proc.poll() is None, f"apply ended before {what}: {proc.stderr.read() if proc.stderr else ''}"
+        assert time.monotonic() < deadline, f"not {what} after {timeout} s"
+        time.sleep(0.005)
+
+
+def wait_for_line(proc: subprocess.Popen[str], needle: str) -> None:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if needle in line:
+            return
+    raise AssertionError(f"apply ended (exit {proc.wait()}) without printing {needle!r}")
+
+
+def staged(world: World) -> bool:
+    return any(any(s.path.joinpath("work", "zato-gitops", "staging").glob("run.*")) for s in world.servers)
+
+
+def converged(world: World, commit: str) -> list[dict[str, Any]]:
+    """The next apply succeeds, every server runs every module, a second one has nothing to do; the note."""
+    r = world.cli("apply")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for s in world.servers:
+        assert {f"acme.m{i}" for i in range(4)} <= set(s.services())
+    assert world.cli("plan").returncode == 0
+    records = note(world, commit)
+    for s in world.servers:
+        for path in MODULES:
+            mine = [x for x in records if x["server"] == s.name and x["module"] == path]
+            assert mine and mine[-1]["outcome"] == "confirmed", (s.name, path, records)
+    return records
+
+
+@pytest.mark.parametrize("phase", ["after staging", "after copy, before confirmation"])
+def test_an_apply_killed_at_each_phase_is_recorded_and_converges(world: World, phase: str) -> None:
+    if phase != "after staging":
+        for s in world.servers:
+            world.set_faults(s, deploy_delay=1.5)
+    commit = world.commit({"zato-gitops.yaml": world.manifest(), **MODULES})
+    proc = start_apply(world)
+    try:
+        if phase == "after staging":
+            wait_until(proc, "staged", lambda: staged(world))
+        else:
+            wait_for_line(proc, "to confirm in logs/server.log")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    journal = world.state_dir / "jobs.sqlite"
+    assert journal.exists()
+    records = converged(world, commit)
+    if phase == "after staging":
+        # the remote install may or may not have finished after the kill: the killed run's record says what its
+        # servers' logs showed (confirmed) or interrupted, and then the next apply deployed and confirmed
+        assert {x["outcome"] for x in records} <= {"interrupted", "confirmed"}
+    else:
+        # the confirmations the killed run never saw were read from the logs by the next run, under the killed
+        # run's id; nothing was deployed twice
+        assert len(records) == 12 and len({x["run"] for x in records}) == 1
+
+
+def test_ctrl_c_while_waiting_for_confirmations_records_interrupted(world: World) -> None:
+    """The first Ctrl-C ends the wait for confirmations; what was not confirmed by then is `interrupted`."""
+    for s in world.servers:
+        world.set_faults(s, deploy_delay=2)
+    commit = world.commit({"zato-gitops.yaml": world.manifest(), **MODULES})
+    proc = start_apply(world)
+    wait_for_line(proc, "to confirm in logs/server.log")
+    proc.send_signal(signal.SIGINT)  # the first Ctrl-C: stop waiting, record, start nothing new
+    assert proc.wait(30) == 1
+    records = note(world, commit)
+    assert len(records) == 12 and {x["outcome"] for x in records} == {"interrupted"}
+    assert all(x["reason"] == "Interrupted" for x in records) and any(x["dropped"] for x in records)
+    r = world.cli("history", "--json")
+    assert {x["outcome"] for x in json.loads(r.stdout)} == {"interrupted"}
+    assert "interrupted" in world.cli("history").stdout
+    # the files were copied, so the servers deploy them after all; the next apply finds them in place
+    deadline = time.monotonic() + 60
+    while not all({f"acme.m{i}" for i in range(4)} <= set(s.services()) for s in world.servers):
+        assert time.monotonic() < deadline, "the copied modules were never deployed"
+        time.sleep(0.1)
+    r = world.cli("apply")
+    assert r.returncode == 0 and "nothing was touched" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_note_kept_locally_is_pushed_by_a_later_apply_with_nothing_to_do(world: World) -> None:
+    commit = world.commit({"zato-gitops.yaml": world.manifest(), **MODULES})
+    hook = world.origin / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho read-only mirror >&2\nexit 1\n")
+    hook.chmod(0o755)
+    r = world.cli("apply")
+    assert r.returncode == 0 and "not pushed" in r.stdout, r.stdout + r.stderr
+    with pytest.raises(subprocess.CalledProcessError):
+        note(world, commit)
+    Path(hook).unlink()
+    r = world.cli("apply")
+    assert r.returncode == 0 and "nothing was touched" in r.stdout, r.stdout + r.stderr
+    assert len(note(world, commit)) == 12
+
+
+def test_the_daemons_first_poll_finishes_the_record_of_a_killed_apply(world: World) -> None:
+    for s in world.servers:
+        world.set_faults(s, deploy_delay=1.0)
+    commit = world.commit({"zato-gitops.yaml": world.manifest(), **MODULES})
+    proc = start_apply(world)
+    try:
+        wait_for_line(proc, "to confirm in logs/server.log")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    d = world.daemon()
+    d.wait_applied(commit)
+    records = note(world, commit)
+    # the killed run's confirmations, read from the logs; nothing deployed twice
+    assert len(records) == 12 and {x["outcome"] for x in records} == {"confirmed"}
+    assert len({x["run"] for x in records}) == 1
