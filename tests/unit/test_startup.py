@@ -35,9 +35,11 @@ def test_help_imports_no_heavy_library() -> None:
 
 def test_the_apply_path_imports_no_migration_ssh_daemon_or_test_library() -> None:
     """The engine (what apply, plan and history run) loads SQLAlchemy and git, but not Alembic, paramiko (only an
-    SSH server needs it), psycopg (only a postgresql:// state_db), prometheus_client or the test libraries."""
+    SSH server needs it), psycopg (only a postgresql:// state_db), APScheduler (the daemon, a window's cron),
+    prometheus_client or the test libraries."""
     loaded = imported("import reconciler.engine.chain, reconciler.cli.render")
-    assert loaded & {"alembic", "paramiko", "psycopg", "prometheus_client", "jsonschema", "hypothesis"} == set()
+    assert loaded & {"alembic", "apscheduler", "paramiko", "psycopg", "prometheus_client", "jsonschema",
+                     "hypothesis"} == set()
 
 
 def test_a_database_at_the_head_is_opened_without_alembic(tmp_path: Path) -> None:
