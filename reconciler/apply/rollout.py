@@ -209,6 +209,9 @@ class RolloutRunner:
         ctl = ServerControl(transport, self.spec.zato_command, restart.server_dir, restart.port, poll=self.poll)
         tdir = files.txn_dir(restart.work_dir, f"{rid}-{server}")
         step = p.step
+        #: whether this server's process may have been stopped by this rollout (a resumed turn past `writing`
+        #: counts): only then does a failure need a restart on the previous files
+        stopped = step not in ("pending", "writing")
         out = RestartOutcome(server, "ready", files=[c.path for c in restart.writes])
         t0 = time.monotonic()
         try:
@@ -232,6 +235,7 @@ class RolloutRunner:
             self._drain(ctl, server, "drain")
             if step == "stopping":
                 self.say(server, "stopping (`zato stop`, then waiting for the process to end and the port to be free)")
+                stopped = True
                 ctl.stop(timeout)
                 step = "starting"
                 self.store.update_server(rid, server, step="starting")
@@ -282,7 +286,7 @@ class RolloutRunner:
             out.outcome = "failed"
             self.store.update_server(rid, server, step="failed", detail=e.message)
             self.say(server, f"FAILED: {e.message}")
-            return self._roll_back(rid, server, restart, ctl, transport, tdir, out, timeout)
+            return self._roll_back(rid, server, restart, ctl, transport, tdir, out, timeout, restart_it=stopped)
 
     def check_preconditions(self, transport: Transport, restart: Restart) -> None:
         """Every file this server's turn installs is still at the sha256 the plan saw, or already at the new one
@@ -319,12 +323,24 @@ class RolloutRunner:
 
     def _roll_back(
         self, rid: str, server: str, restart: Restart, ctl: ServerControl, transport: Transport, tdir: str,
-        out: RestartOutcome, timeout: float,
+        out: RestartOutcome, timeout: float, *, restart_it: bool = True,
     ) -> RestartOutcome:
+        """Put the server's previous files back and, if this rollout may have stopped it, restart it on them.
+
+        A failure before the stop (staging, writing, the drain) leaves the process running the code it loaded at
+        its last start: putting the files back is all it takes, and a restart would only cost an outage.
+        """
         try:
             if files.staged(transport, tdir):
                 files.rollback(transport, tdir)
                 self.say(server, "previous files put back")
+            if not restart_it:
+                self._drain(ctl, server, "ready")
+                out.outcome = "rolled-back"
+                self.store.update_server(rid, server, step="rolled-back", detail=out.error)
+                self.say(server, "never stopped: it keeps running on its previous files, no restart needed")
+                out.ready = now()
+                return out
             self.say(server, "restarting on its previous files: stopping, then waiting for it to start again")
             ctl.stop(timeout)
             ctl.start(timeout)

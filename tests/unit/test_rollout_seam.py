@@ -33,6 +33,7 @@ from reconciler.core.state import (
 )
 from reconciler.errors import Interrupted, ReconcilerError
 from reconciler.manifest.model import Cluster
+from reconciler.transport import RunResult
 from tests.unit.fakes import FakeServer, FakeTransport, sha
 
 EXTLIB = "/opt/zato/extlib"
@@ -154,6 +155,32 @@ def test_a_file_changed_since_the_plan_stops_the_rollout_before_that_server_is_t
     assert "changed since the plan" in outcomes[1].error
     assert bed.starts() == {"server1": 1, "server2": 0}
     assert bed.servers[1].files["/srv/server2/static/billing/invoice.py"] == b"someone's hand edit\n"
+    assert bed.store.get(rid).status == "halted"
+
+
+
+def test_a_failure_before_the_stop_puts_the_files_back_without_restarting_the_server(tmp_path: Path) -> None:
+    """Writing the new files fails: the process never read them, so the old files go back and it is not restarted
+    (a restart on the previous files would only cost an outage)."""
+    bed = Bed(tmp_path, 2, sources=BILLING)
+    rid = bed.rollout()
+    t1 = bed.transports["server1"]
+    real_run = t1.run
+
+    def failing_apply(argv: Any, **kw: Any) -> RunResult:
+        if t1._name(argv) == "txn-apply":
+            t1.calls.append("txn-apply (fails)")
+            return RunResult(1, b"", b"cp: error writing: No space left on device")
+        return real_run(argv, **kw)
+
+    t1.run = failing_apply  # type: ignore[method-assign]
+    pid = bed.servers[0].pid
+    outcomes = bed.runner().run(bed.store.get(rid))
+    assert [(o.server, o.outcome) for o in outcomes] == [("server1", "rolled-back")]
+    assert not any(c.startswith("zato ") for c in t1.calls), t1.calls  # never stopped, never started
+    assert bed.servers[0].running and bed.servers[0].pid == pid
+    assert bed.starts() == {"server1": 0, "server2": 0} and bed.max_down() == 0
+    assert "/srv/server1/static/billing/invoice.py" not in bed.servers[0].files
     assert bed.store.get(rid).status == "halted"
 
 
