@@ -35,17 +35,18 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
-from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler.db import first_line
 from reconciler.errors import ReconcilerError
-from reconciler.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # start-up cost: settings (pydantic, the manifest loader) load when a command builds them
+    from reconciler.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -137,6 +138,8 @@ def make_settings(kw: dict[str, Any], **extra: Any) -> Settings:
                 given[k] = ctx.params[k]
         ctx = ctx.parent
     keys = ("repo", "branch", "manifest", "identity", "known_hosts", "state_dir")
+    from reconciler.settings import load_settings
+
     return load_settings(given.get("config"), {k: given.get(k) for k in keys} | extra)
 
 
@@ -315,10 +318,6 @@ class Cli(click.Group):
         except ReconcilerError as e:
             _print_error(e.message, e.hint, as_json, kind=type(e).__name__)
             return EXIT_ERROR
-        except SQLAlchemyError as e:  # the state database (state_db) went away under a command
-            _print_error(f"the state database cannot be used: {first_line(e)}",
-                         "check `state_db` in the config and that the database answers", as_json, kind="Transient")
-            return EXIT_ERROR
         except KeyboardInterrupt:
             _print_error("interrupted", "", as_json)
             return EXIT_INTERRUPTED
@@ -331,6 +330,11 @@ class Cli(click.Group):
             _print_error(message, hint, as_json)
             return EXIT_ERROR
         except Exception as e:
+            if _is_db_error(e):  # the state database (state_db) went away under a command
+                _print_error(f"the state database cannot be used: {first_line(e)}",
+                             "check `state_db` in the config and that the database answers", as_json,
+                             kind="Transient")
+                return EXIT_ERROR
             if debug:
                 err.print(traceback.format_exc(), markup=False, highlight=False)
             where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
@@ -343,6 +347,13 @@ class Cli(click.Group):
             )
             return EXIT_ERROR
 
+
+
+def _is_db_error(e: BaseException) -> bool:
+    """A SQLAlchemy error, without importing SQLAlchemy at start-up (~0.2 s): if `sqlalchemy.exc` was never
+    imported, no database was touched, so `e` cannot be one."""
+    exc = sys.modules.get("sqlalchemy.exc")
+    return exc is not None and isinstance(e, exc.SQLAlchemyError)
 
 
 # --- progress, elapsed time and Ctrl-C ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -39,7 +39,9 @@ from reconciler.cli.base import (
     with_reporter,
 )
 from reconciler.errors import ManifestInvalid, Stalled
-from reconciler.settings import Settings
+
+if TYPE_CHECKING:  # start-up cost: pydantic and the manifest loader load when a command needs them
+    from reconciler.settings import Settings
 
 __all__ = ["EXIT_CHANGES", "EXIT_ERROR", "EXIT_OK", "EX_USAGE", "common_options", "err", "handle_errors",
            "main", "make_settings", "out", "progress"]

@@ -54,8 +54,8 @@ from reconciler.gitrepo.source import Source
 from reconciler.locks import LockHeld, PidLock
 from reconciler.observe import observe_all
 from reconciler.settings import Settings
+from reconciler.transport import SSHOptions
 from reconciler.transport.connect import Connections
-from reconciler.transport.ssh import SSHOptions
 
 Progress = Callable[[str], None]
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.memory import MemoryJobStore
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
+if TYPE_CHECKING:  # start-up cost: APScheduler loads in the daemon, or where a window's cron is read
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.cron import CronTrigger
 
-from reconciler.settings import Settings
+    from reconciler.settings import Settings
 
 #: a window start missed by more than this (the daemon was down then) waits for the next start
 MISSED_GRACE = timedelta(hours=1)
@@ -29,6 +29,10 @@ MISSED_GRACE = timedelta(hours=1)
 def make_scheduler(settings: Settings) -> BackgroundScheduler:
     """The daemon's scheduler for its periodic jobs, in memory (they are added again at every start); not
     started. `settings` is kept for the signature's sake: jobs that must survive a restart live in the store."""
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.jobstores.memory import MemoryJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+
     del settings
     return BackgroundScheduler(
         jobstores={"default": MemoryJobStore()},
@@ -47,6 +51,8 @@ def cron_trigger(expression: str) -> CronTrigger:
     APScheduler 3 numbers weekdays from Monday = 0, crontab from Sunday = 0 (and 7); so `0 2 * * 1` would run on
     Tuesdays. Numbers in the day-of-week field are turned into names (mon, tue, ...), which mean the same in both.
     """
+    from apscheduler.triggers.cron import CronTrigger
+
     minute, hour, day, month, dow = expression.split()
     dow = re.sub(r"(?<![*/\d])\d(?![\d])", lambda m: _DOW[int(m.group())] if int(m.group()) <= 7 else m.group(), dow)
     return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=dow, timezone="UTC")

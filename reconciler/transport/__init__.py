@@ -9,7 +9,8 @@ nothing below it, so paramiko is never monkeypatched.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 
@@ -59,3 +60,28 @@ def script_argv(script: str, *args: str) -> list[str]:
     The script text is ours and fixed; every value from a manifest or a server travels as a positional
     parameter, so nothing from input is ever parsed by a shell."""
     return ["sh", "-c", script, "sh", *args]
+
+
+def _default_known_hosts() -> Path:
+    return Path.home() / ".ssh" / "known_hosts"
+
+
+@dataclass(frozen=True)
+class SSHOptions:
+    """How the reconciler logs in to servers' machines (here, not in transport/ssh.py, so a run that reaches
+    only `transport: local` servers never imports paramiko)."""
+
+    #: private key file; None means the SSH agent and the default keys (~/.ssh/id_*)
+    identity: Path | None = None
+    #: the ONLY known_hosts file consulted; host keys are never added to it automatically
+    known_hosts: Path = field(default_factory=_default_known_hosts)
+    #: seconds for TCP connect, SSH banner and authentication
+    connect_timeout: float = 10.0
+    #: seconds between SSH keepalive packets on idle connections (0 disables them)
+    keepalive: float = 30.0
+    #: the hosts' sshd MaxSessions (OpenSSH's default is 10); commands at once per connection stay below it
+    max_sessions: int = 10
+    #: seconds an SFTP request may take before the put is given up as Unreachable
+    io_timeout: float = 60.0
+    #: always True in production; False only exists to measure what Nagle costs
+    tcp_nodelay: bool = True

@@ -2,15 +2,21 @@
 
 The engine opens one `Connections` per run and hands `get` to the observe and apply steps. SSH connections are
 pooled for the whole run, one per (host, port, user), so every server on a host shares one connection; closing
-`Connections` closes them all.
+`Connections` closes them all. The SSH pool (and paramiko with it) is made at the first SSH server, so a run
+that reaches only `transport: local` servers, and every command that opens no connection, never imports it.
 """
 
 from __future__ import annotations
 
+import threading
+from typing import TYPE_CHECKING
+
 from reconciler.manifest.model import Cluster, Server
-from reconciler.transport import Transport
+from reconciler.transport import SSHOptions, Transport
 from reconciler.transport.local import LocalTransport
-from reconciler.transport.ssh import SSHOptions, SSHPool
+
+if TYPE_CHECKING:
+    from reconciler.transport.ssh import SSHPool
 
 __all__ = ["Connections", "server_label"]
 
@@ -27,16 +33,26 @@ class Connections:
 
     def __init__(self, options: SSHOptions | None = None) -> None:
         self.options = options or SSHOptions()
-        self._pool = SSHPool(self.options)
+        self._pool: SSHPool | None = None
+        self._made = threading.Lock()  # observe asks from many threads at once: one pool
 
     def get(self, cluster: Cluster, server: Server) -> Transport:
         label = server_label(cluster, server)
         if cluster.transport == "local":
             return LocalTransport(label)
-        return self._pool.transport(label, server.host, server.port, server.user)
+        with self._made:
+            if self._pool is None:
+                from reconciler.transport.ssh import SSHPool
+
+                self._pool = SSHPool(self.options)
+            pool = self._pool
+        return pool.transport(label, server.host, server.port, server.user)
 
     def close(self) -> None:
-        self._pool.close()
+        with self._made:
+            pool = self._pool
+        if pool is not None:
+            pool.close()
 
     def __enter__(self) -> Connections:
         return self

@@ -25,14 +25,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NoReturn
 
 import paramiko
 
 from reconciler import errors
-from reconciler.transport import RunResult
+from reconciler.transport import RunResult, SSHOptions
 
 __all__ = ["SSHOptions", "SSHPool", "SSHTransport"]
 
@@ -52,30 +50,6 @@ _SUBSYSTEM_TRIES = 3  # sessions closed at the SFTP subsystem request before it 
 _POLL = 0.25  # how often blocked stream threads look at their stop flag
 _WITHOUT_STDIN = " </dev/null"
 _WITH_STDIN = "; __zg_status=$?; cat >/dev/null; exit $__zg_status"
-
-
-def _default_known_hosts() -> Path:
-    return Path.home() / ".ssh" / "known_hosts"
-
-
-@dataclass(frozen=True)
-class SSHOptions:
-    """How the reconciler logs in to servers' machines."""
-
-    #: private key file; None means the SSH agent and the default keys (~/.ssh/id_*)
-    identity: Path | None = None
-    #: the ONLY known_hosts file consulted; host keys are never added to it automatically
-    known_hosts: Path = field(default_factory=_default_known_hosts)
-    #: seconds for TCP connect, SSH banner and authentication
-    connect_timeout: float = 10.0
-    #: seconds between SSH keepalive packets on idle connections (0 disables them)
-    keepalive: float = 30.0
-    #: the hosts' sshd MaxSessions (OpenSSH's default is 10); commands at once per connection stay below it
-    max_sessions: int = 10
-    #: seconds an SFTP request may take before the put is given up as Unreachable
-    io_timeout: float = 60.0
-    #: always True in production; False only exists to measure what Nagle costs
-    tcp_nodelay: bool = True
 
 
 def _fingerprint(key: paramiko.PKey) -> str:
