@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from reconciler.zato.logscan import clean_line  # noqa: E402
 from tests.standin.harness import create_cluster  # noqa: E402
 
 CRM = '''from zato.server.service import Service
@@ -120,8 +121,8 @@ def main() -> int:
         run([*zg, "history", *opts], show=short.format("history"))
         run(["git", "--no-pager", "log", "--notes=zato-gitops", "-1", "--format=%h %s%n%N"], cwd=repo,
             show="git log --notes=zato-gitops -1")
-        print("\nEvery server confirmed in its logs/server.log, e.g. server3:")
-        for line in cluster.servers[2].log_text().splitlines():
+        print("\nEvery server confirmed in its logs/server.log, e.g. server3 (Zato's colour codes stripped):")
+        for line in map(clean_line, cluster.servers[2].log_text().splitlines()):
             if ("Deployed" in line and "service" in line) or "Started `" in line:
                 print("  " + line)
         print("\nIts service-sources.txt, with the reconciler's block kept before the hot-deploy line:")
