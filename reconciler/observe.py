@@ -95,22 +95,25 @@ END {
 }
 """
 
-#: the second awk: joins the listing of every file to hash (`find -printf`: inode, size, mtime, ctime, path) with
-#: the server's hash cache, and prints the @@static, @@current, @@pickup and @@log sections in sha256sum's format.
-#: A file whose inode, size, mtime and ctime all match its cached entry is not read again; a file the cache does not
-#: vouch for makes it print `@@miss` and the paths to hash instead. Run again with those hashes after `@@hashed`,
-#: it prints the sections and (ZG_MODE=rw) writes the cache anew. Only files whose ctime is more than 2 s older
-#: than the listing are cached: a second write within the same clock tick as the one we hashed could otherwise
-#: leave every stat field as it was, and nobody can set a file's ctime back. ZG_NOW (seconds) stands in for the
-#: server's clock in tests.
+#: the second awk: joins the listing of every file to hash with the server's hash cache and prints the @@static,
+#: @@current, @@pickup and @@log sections in sha256sum's format. The listing comes in groups: a line
+#: `G<TAB>kind<TAB>root<TAB>section` (kind: current, pickup, file, flat or tree), then one line per file,
+#: `inode size mtime ctime<TAB>path under root` (`find -printf`). A file whose inode, size, mtime and ctime all
+#: match its cached entry is not read again. The paths of the files the cache cannot vouch for go to stderr and
+#: nothing to stdout; run again with their `sha256sum` lines after `@@hashed`, it prints the sections and
+#: (ZG_MODE=rw) writes the cache anew. Only files whose ctime is more than 2 s older than the listing are cached:
+#: a second write within the same clock tick as the one we hashed could otherwise leave every stat field as it
+#: was, and nobody can set a file's ctime back. ZG_NOW (seconds) stands in for the server's clock in tests.
 JOIN_AWK = r"""
 BEGIN {
-  FS = "\t"; cur = ENVIRON["ZG_CUR"] "/"; pick = ENVIRON["ZG_PICK"] "/"
-  cf = ENVIRON["ZG_CACHE"]; tmp = ENVIRON["ZG_TMP"]
-  srand(); now = ENVIRON["ZG_NOW"] != "" ? ENVIRON["ZG_NOW"] + 0 : srand(); ok = 0
+  FS = "\t"; cf = ENVIRON["ZG_CACHE"]; tmp = ENVIRON["ZG_TMP"]
+  srand(); now = ENVIRON["ZG_NOW"] != "" ? ENVIRON["ZG_NOW"] + 0 : srand(); ok = 0; root = ""
   while ((r = (getline line < cf)) > 0) {
     if (line == "@@end") { ok = 1; break }
-    if (split(line, f, "\t") == 3 && length(f[2]) == 64 && f[2] !~ /[^0-9a-f]/) { cst[f[3]] = f[1]; csha[f[3]] = f[2] }
+    if (substr(line, 1, 6) == "@@dir ") { root = substr(line, 7); continue }
+    if (split(line, f, "\t") == 3 && length(f[2]) == 64 && f[2] !~ /[^0-9a-f]/) {
+      cst[root, f[3]] = f[1]; csha[root, f[3]] = f[2]
+    }
   }
   if (r >= 0) close(cf)
   if (!ok) { split("", cst); split("", csha) }
@@ -121,41 +124,45 @@ hashed {
   next
 }
 $0 == "@@hashed" { hashed = 1; next }
-$1 == "H" && NF == 3 { head[$2] = $3; next }
+$1 == "G" && NF == 4 { g++; kind[g] = $2; groot[g] = $3; head[g] = $4; first[g] = e + 1; next }
 $1 == "L" && NF == 2 { logline = $2; next }
-NF == 4 && ($1 == "C" || $1 ~ /^S[0-9]+$/) { e++; kind[e] = $1; st[e] = $2; path[e] = $3; show[e] = $4 }
+NF == 2 && g { e++; grp[e] = g; st[e] = $1; rel[e] = $2 }
 END {
   miss = 0
   for (i = 1; i <= e; i++) {
-    p = path[i]
-    if (p in sha) continue
-    if ((p in cst) && cst[p] == st[i]) sha[p] = csha[p]
-    else if (!hashed) missing[++miss] = p
+    p = groot[grp[i]] rel[i]
+    if (p in sha) { h[i] = sha[p]; continue }
+    k = groot[grp[i]] SUBSEP rel[i]
+    if ((k in cst) && cst[k] == st[i]) h[i] = csha[k]
+    else if (!hashed) { print p > "/dev/stderr"; miss = 1 }
   }
-  if (miss) { print "@@miss"; for (i = 1; i <= miss; i++) print missing[i]; exit }
-  print "@@hashes"
-  for (n = 0; n in head; n++) {
-    print "@@static " head[n]
-    for (i = 1; i <= e; i++) if (kind[i] == "S" n) emit(i, show[i])
+  if (miss) exit
+  for (j = 1; j <= g; j++) {
+    print "@@" head[j]
+    last = j < g ? first[j + 1] - 1 : e
+    for (i = first[j]; i <= last; i++) {
+      if (!(i in h) || index(rel[i], "\\")) continue
+      shown = kind[j] == "tree" ? "./" rel[i] : kind[j] == "file" ? groot[j] : rel[i]
+      print h[i] "  " shown
+    }
   }
-  print "@@current"; for (i = 1; i <= e; i++) if (kind[i] == "C" && show[i] == cur) emit(i, path[i])
-  print "@@pickup"; for (i = 1; i <= e; i++) if (kind[i] == "C" && show[i] == pick) emit(i, path[i])
   print "@@log"; print (logline == "" ? "0 0" : logline)
   if (!hashed || ENVIRON["ZG_MODE"] != "rw") exit
-  for (i = 1; i <= e; i++) {
-    p = path[i]
-    if (!(p in sha) || (p in cached)) continue
-    split(st[i], s, " ")
-    if (s[4] + 2 < now) { print st[i] "\t" sha[p] "\t" p > tmp; cached[p] = 1 }
+  for (j = 1; j <= g; j++) {
+    print "@@dir " groot[j] > tmp
+    last = j < g ? first[j + 1] - 1 : e
+    for (i = first[j]; i <= last; i++) {
+      split(st[i], s, " ")
+      if ((i in h) && s[4] + 2 < now) print st[i] "\t" h[i] "\t" rel[i] > tmp
+    }
   }
   print "@@end" > tmp
   if (close(tmp) != 0) exit 1
 }
-function emit(i, shown) { if (path[i] in sha && index(shown, "\\") == 0) print sha[path[i]] "  " shown }
 """
 
-#: the server's hash cache, in its server dir (next to the cluster lease): `inode size mtime ctime<TAB>sha256<TAB>path`
-#: a line, ending with `@@end` (a cut-off file is ignored whole)
+#: the server's hash cache, in its server dir (next to the cluster lease): `@@dir ROOT`, then
+#: `inode size mtime ctime<TAB>sha256<TAB>path under ROOT` a line, and `@@end` last (a cut-off file is ignored whole)
 HASH_CACHE = "zato-gitops.hashes"
 
 _OBSERVE_BODY = r"""
@@ -187,41 +194,44 @@ printf '%s\n' "$out"
 echo "@@pid"; echo "$state"
 [ -s "$sources" ] && [ -f "$sources" ] && [ -n "$(tail -c 1 -- "$sources")" ] && echo "@@no-eol"
 list() {
-  n=0
+  st='%i %s %T@ %C@\t'
   for spec in "$@"; do
     mode=${spec%%:*}; sp=${spec#*:}
-    printf 'H\t%s\t%s\n' "$n" "$spec"
     case $mode in
-      file) find -L "$sp" -maxdepth 0 -type f -printf "S$n\t%i %s %T@ %C@\t%p\t%p\n" ;;
-      flat) find "$sp/" -maxdepth 1 -name '*.py' ! -name '.*' -type f -printf "S$n\t%i %s %T@ %C@\t%p\t%p\n" ;;
-      tree) find "$sp/" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -printf "S$n\t%i %s %T@ %C@\t%p\t./%P\n" ;;
+      file) printf 'G\tfile\t%s\tstatic %s\n' "$sp" "$spec"
+            find -L "$sp" -maxdepth 0 -type f -printf "$st\n" ;;
+      flat) printf 'G\tflat\t%s/\tstatic %s\n' "$sp" "$spec"
+            find "$sp/" -maxdepth 1 -name '*.py' ! -name '.*' -type f -printf "$st%P\n" ;;
+      tree) printf 'G\ttree\t%s/\tstatic %s\n' "$sp" "$spec"
+            find "$sp/" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -printf "$st%P\n" ;;
     esac
-    n=$((n + 1))
   done
-  set -- logs/server.log "$current/"
-  [ "$pickup" = "$current" ] || set -- "$@" "$pickup/"
-  find "$@" -maxdepth 1 \( -path logs/server.log -printf 'L\t%s %i\n' \) -o \
-    \( -name '*.py' ! -name '.*' -type f -printf 'C\t%i %s %T@ %C@\t%p\t%H\n' \)
+  printf 'G\tcurrent\t%s/\tcurrent\n' "$current"
+  find logs/server.log "$current/" -maxdepth 1 \( -path logs/server.log -printf 'L\t%s %i\n' \) -o \
+    \( -name '*.py' ! -name '.*' -type f -printf "$st%P\n" \)
+  printf 'G\tpickup\t%s/\tpickup\n' "$pickup"
+  find "$pickup/" -maxdepth 1 -name '*.py' ! -name '.*' -type f -printf "$st%P\n"
 }
 listing=$(list "$@" 2>/dev/null)
 c=$PWD/zato-gitops.hashes
 [ "$cache" = rw ] && [ ! -w . ] && cache=ro
 [ "$cache" = off ] && c=/dev/null
-export ZG_CUR="$current" ZG_PICK="$pickup" ZG_CACHE="$c" ZG_MODE="$cache" ZG_TMP="$c.$$"
-out=$(printf '%s\n' "$listing" | LC_ALL=C awk "$ZG_JOIN")
-case $out in
-  "@@miss$nl"*)
-    hashed=$(printf '%s\n' "${out#*"$nl"}" | tr '\n' '\0' | xargs -0 sha256sum -- 2>/dev/null)
-    if printf '%s\n@@hashed\n%s\n' "$listing" "$hashed" | LC_ALL=C awk "$ZG_JOIN" && [ "$cache" = rw ]; then
-      mv -f -- "$c.$$" "$c" 2>/dev/null || rm -f -- "$c.$$"
-    elif [ "$cache" = rw ]; then rm -f -- "$c.$$"
-    fi ;;
-  *) printf '%s\n' "$out" ;;
-esac
+export ZG_CACHE="$c" ZG_MODE="$cache" ZG_TMP="$c.$$"
+# the sections go straight to stdout; what the cache cannot vouch for comes back on stderr, to be hashed
+exec 3>&1
+missing=$(printf '%s\n' "$listing" | LC_ALL=C awk "$ZG_JOIN" 2>&1 >&3)
+if [ -n "$missing" ]; then
+  hashed=$(printf '%s\n' "$missing" | tr '\n' '\0' | xargs -0 sha256sum -- 2>/dev/null)
+  if printf '%s\n@@hashed\n%s\n' "$listing" "$hashed" | LC_ALL=C awk "$ZG_JOIN" && [ "$cache" = rw ]; then
+    mv -f -- "$c.$$" "$c" 2>/dev/null || rm -f -- "$c.$$"
+  elif [ "$cache" = rw ]; then rm -f -- "$c.$$"
+  fi
+fi
 echo "@@end"
 """
 
 assert "'" not in SETTINGS_AWK + JOIN_AWK  # each travels inside a single-quoted sh string
+assert f"c=$PWD/{HASH_CACHE}\n" in _OBSERVE_BODY
 OBSERVE_SCRIPT = f"ZG_SETTINGS='{SETTINGS_AWK}'\nZG_JOIN='{JOIN_AWK}'\n{_OBSERVE_BODY}"
 
 

@@ -13,7 +13,7 @@ import pytest
 from reconciler.core.state import ObservedServer
 from reconciler.errors import Stalled
 from reconciler.manifest.model import Cluster
-from reconciler.observe import OBSERVE_SCRIPT, parse_observation
+from reconciler.observe import HASH_CACHE, OBSERVE_SCRIPT, parse_observation
 from reconciler.transport import script_argv
 
 CONF = """[main]
@@ -200,7 +200,7 @@ def later() -> float:
 def test_apply_caches_hashes_and_a_file_whose_stat_is_unchanged_is_not_read_again(tmp_path: Path) -> None:
     srv, current = deployed_server(tmp_path)
     run_script(srv, "rw", later())
-    cache = srv / "zato-gitops.hashes"
+    cache = srv / HASH_CACHE
     assert cache.read_text().endswith("@@end\n")
     real = hashlib.sha256(b"x = 1\n").hexdigest()
     assert real in cache.read_text()
@@ -220,7 +220,9 @@ def test_a_file_changed_in_the_last_two_seconds_is_hashed_but_not_cached(tmp_pat
     srv, _ = deployed_server(tmp_path)
     obs = observed(run_script(srv, "rw"), srv)  # the server's own clock: the files are brand new
     assert obs.deployed["m0.py"] == hashlib.sha256(b"x = 0\n").hexdigest()
-    assert (srv / "zato-gitops.hashes").read_text() == "@@end\n"
+    cached = (srv / HASH_CACHE).read_text().splitlines()
+    assert cached[-1] == "@@end"
+    assert [line for line in cached if not line.startswith("@@")] == []
 
 
 def test_plan_reads_the_cache_but_never_writes_it(tmp_path: Path) -> None:
@@ -233,7 +235,7 @@ def test_plan_reads_the_cache_but_never_writes_it(tmp_path: Path) -> None:
 def test_a_cut_off_cache_is_ignored_whole(tmp_path: Path) -> None:
     srv, _ = deployed_server(tmp_path)
     run_script(srv, "rw", later())
-    cache = srv / "zato-gitops.hashes"
+    cache = srv / HASH_CACHE
     text = cache.read_text().replace(hashlib.sha256(b"x = 2\n").hexdigest(), "e" * 64)
     cache.write_text(text.removesuffix("@@end\n"))  # e.g. a full disk stopped the write
     assert observed(run_script(srv, "ro"), srv).deployed["m2.py"] == hashlib.sha256(b"x = 2\n").hexdigest()
@@ -249,7 +251,7 @@ def test_a_server_dir_we_cannot_write_is_observed_without_writing_a_cache(tmp_pa
     finally:
         os.chmod(srv, 0o755)
     assert obs.deployed["m0.py"] == hashlib.sha256(b"x = 0\n").hexdigest()
-    assert not (srv / "zato-gitops.hashes").exists()
+    assert not (srv / HASH_CACHE).exists()
 
 
 def test_static_trees_files_and_flat_dirs_are_hashed_through_the_cache_too(tmp_path: Path) -> None:
