@@ -417,6 +417,31 @@ def test_hot_deploy_stages_verifies_copies_and_waits_for_each_server_to_confirm(
         assert bed.transports[srv.name].calls == ["install", "read-log"]  # one round trip to install, one to confirm
 
 
+def test_confirmation_reads_start_50_ms_apart_and_back_off_to_the_poll(tmp_path: Path) -> None:
+    """A one-module change must not wait a whole `poll` for a line already in the log; a long wait still reads
+    each log only every `poll`."""
+    bed = Bed(tmp_path, 1, version="4.1")
+    srv = bed.servers[0]
+    data = b"x = 1\n"
+    desired = DesiredCluster(bed.spec, {"crm.py": Module("crm.py", "services/crm.py", sha(data), "b1", data)})
+    observed = ObservedCluster("prod", bed.observe().servers)
+    srv.running = False  # the copy is not picked up at once: it is confirmed at the sixth read of the log
+    reads = [0]
+
+    def confirm_late(s: FakeServer, argv: Sequence[str]) -> None:
+        if argv[0] == "sh" and "@@stat" in argv[2]:
+            reads[0] += 1
+            if reads[0] == 5:
+                s.say(f"Deployed 1 service from `{s.server_dir}/pickup/crm.py` -> ['x']")
+
+    srv.on_call = confirm_late
+    sleeps: list[float] = []
+    results = hot_deploy(desired, observed, plan_cluster(desired, observed), bed.transports, timeout=60, poll=0.25,
+                         sleep=sleeps.append)
+    assert results["server1"].modules == {"crm.py": "confirmed"}
+    assert sleeps == [0.05, 0.1, 0.2, 0.25, 0.25]
+
+
 def test_hot_deploy_reports_a_server_lost_while_confirming(tmp_path: Path) -> None:
     bed = Bed(tmp_path, 2, version="4.1")
     data = b"x = 1\n"
