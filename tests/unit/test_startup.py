@@ -47,3 +47,11 @@ def test_a_database_at_the_head_is_opened_without_alembic(tmp_path: Path) -> Non
     code = "from reconciler.db.migrate import migrate\nmigrate({url!r})"
     assert "alembic" in imported(code.format(url=url))  # an empty database: Alembic creates the tables
     assert "alembic" not in imported(code.format(url=url))  # at the head: one SELECT, no Alembic
+
+
+def test_the_ssh_transport_spares_paramikos_invoke_import() -> None:
+    """paramiko imports invoke (and asyncio) only for ssh_config `Match exec`, which we never read."""
+    probe = ("import sys\nimport reconciler.transport.ssh\n"
+             "print(sys.modules.get('invoke') is None, 'asyncio' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "False"]
