@@ -525,10 +525,9 @@ def write(results: dict[tuple[str, int, int, str], Sample], cells: list[tuple[in
              f"Written by `bench/scale.py` on {info['date']}. Stand-in Zato 3.2 clusters of 1 to 50 servers behind "
              "three real sshd hosts on 127.0.0.1; repositories of 200 to 5,000 flat modules of 1-5 KB. The sshd "
              "hosts, the stand-in servers (each polling its ODB) and the tools share the machine's "
-             f"{info['cores']} cores, and other work ran on it at the same time (six other engineers' test "
-             "runs): absolute figures are noisy, which is why every ratio below is from commands run side by side "
-             "in the same cell, interleaved round by round. Wall time is the median of the rounds; RSS is the "
-             "peak of the measured process itself.", "", "### Targets", "", *targets(results, cells), ""]
+             f"{info['cores']} cores: absolute figures are noisy, which is why every ratio below is from commands "
+             "run side by side in the same cell, interleaved round by round. Wall time is the median of the rounds; "
+             "RSS is the peak of the measured process itself.", "", "### Targets", "", *targets(results, cells), ""]
     if notes:
         lines += ["### Caps, and how the run went", "", *[f"- {n}" for n in notes], ""]
     lines += [f"![cost against module count]({plot})", "", "### Table", "",
