@@ -42,7 +42,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
 
-from reconciler.db import first_line
+from reconciler.db import db_errors, first_line
 from reconciler.errors import ReconcilerError
 
 if TYPE_CHECKING:  # start-up cost: settings (pydantic, the manifest loader) load when a command builds them
@@ -330,7 +330,7 @@ class Cli(click.Group):
             _print_error(message, hint, as_json)
             return EXIT_ERROR
         except Exception as e:
-            if _is_db_error(e):  # the state database (state_db) went away under a command
+            if isinstance(e, db_errors()):  # the state database (state_db) went away under a command
                 _print_error(f"the state database cannot be used: {first_line(e)}",
                              "check `state_db` in the config and that the database answers", as_json,
                              kind="Transient")
@@ -347,13 +347,6 @@ class Cli(click.Group):
             )
             return EXIT_ERROR
 
-
-
-def _is_db_error(e: BaseException) -> bool:
-    """A SQLAlchemy error, without importing SQLAlchemy at start-up (~0.2 s): if `sqlalchemy.exc` was never
-    imported, no database was touched, so `e` cannot be one."""
-    exc = sys.modules.get("sqlalchemy.exc")
-    return exc is not None and isinstance(e, exc.SQLAlchemyError)
 
 
 # --- progress, elapsed time and Ctrl-C ---------------------------------------------------------------------------

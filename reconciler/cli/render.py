@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from reconciler.apply.store import Rollout
+from reconciler.apply.rollouts import Rollout
 from reconciler.core.plan import ClusterPlan, Plan
 from reconciler.core.release import Release
 from reconciler.engine.results import ApplyReport, PlanReport

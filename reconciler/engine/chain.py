@@ -28,7 +28,8 @@ from pathlib import Path
 from reconciler.apply.hotdeploy import ServerResult, await_confirmations, hot_deploy
 from reconciler.apply.lease import Lease, LeaseSite
 from reconciler.apply.rollout import RestartOutcome, RolloutRunner
-from reconciler.apply.store import OPEN, Rollout, RolloutStore
+from reconciler.apply.rollouts import OPEN, TAKEN_UP, Rollout
+from reconciler.apply.store import RolloutStore
 from reconciler.core.desired import build_desired
 from reconciler.core.plan import ClusterPlan, Plan, plan
 from reconciler.core.release import Release, release, wanted_shas
@@ -293,7 +294,7 @@ class Engine:
         with contextlib.ExitStack() as leases:
             # the leases come first: the plan must be made while no other reconciler changes the servers
             held = self._take_leases(leases, [desired.cluster(n) for n in names], conns)
-            for rollout in self.store.all(("running", "interrupted")):
+            for rollout in self.store.all(TAKEN_UP):
                 if rollout.cluster in names and rollout.cluster in held:
                     self._run_rollout(run, rollout.id, conns, result, held[rollout.cluster])
             report = self.observe(desired, conns, names)

@@ -29,7 +29,8 @@ from typing import Any
 from sqlalchemy import Connection, create_engine, delete, insert, select, update
 from sqlalchemy.engine import Engine as SAEngine
 
-from reconciler.apply.store import Rollout, RolloutStore, store_url
+from reconciler.apply.rollouts import Rollout
+from reconciler.apply.store import RolloutStore, store_url
 from reconciler.core.state import LogMark
 from reconciler.db.migrate import migrate
 from reconciler.db.schema import journal_t as entries_t
