@@ -9,8 +9,9 @@ Each apply is a `_Run`: the commit's desired state is built once for it (or hand
 down to observe, plan, hot-deploy and rollouts; each step is journalled before its side effect
 (`engine/journal.py`), and the run's finaliser writes the note whatever ends it (success, an exception, Ctrl-C,
 SIGTERM). A run that was SIGKILLed is finished by the next one, first thing. A run is entered in the journal at
-its first write, so an apply with nothing to do writes nothing to the state database. What comes back is typed:
-an `ApplyReport` whose `cluster(name)` is a `ClusterOutcome`, and `Record`s with `Reason` enums.
+its first write, and whether a killed run or a rollout waits is first asked without SQLAlchemy (`db/probe.py`), so
+an apply with nothing to do leaves the state database as it was and loads no database library. What comes back
+is typed: an `ApplyReport` whose `cluster(name)` is a `ClusterOutcome`, and `Record`s with `Reason` enums.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from reconciler.core.desired import build_desired
 from reconciler.core.plan import ClusterPlan, Plan, plan
 from reconciler.core.release import Release, release, wanted_shas
 from reconciler.core.state import Desired, DesiredCluster, Module
+from reconciler.db.probe import quiet
 from reconciler.engine.facts import FactFile
 from reconciler.engine.results import ApplyReport, PlanReport
 from reconciler.engine.scheduler import next_window, window_due, window_open
@@ -291,7 +293,7 @@ class Engine:
         with contextlib.ExitStack() as leases:
             # the leases come first: the plan must be made while no other reconciler changes the servers
             held = self._take_leases(leases, [desired.cluster(n) for n in names], conns)
-            for rollout in self.store.all(TAKEN_UP):
+            for rollout in self._taken_up():
                 if rollout.cluster in names and rollout.cluster in held:
                     self._run_rollout(run, rollout.id, conns, result, held[rollout.cluster])
             report = self.observe(desired, conns, names)
@@ -440,6 +442,19 @@ class Engine:
             self._journal = Journal.for_settings(self.settings)
         return self._journal
 
+    def _quiet(self) -> bool:
+        """Whether the state database has nothing for a run to take up (no run left open, no rollout running or
+        interrupted), asked without SQLAlchemy where `db/probe.py` can tell; when it cannot, or finds something,
+        the journal and the store are asked (and decide, e.g., whether an open run is dead)."""
+        return quiet(self.settings.state_db_url(), TAKEN_UP) is True
+
+    def _killed_runs(self) -> list[str]:
+        return [] if self._quiet() else self.journal.unfinished()
+
+    def _taken_up(self) -> list[Rollout]:
+        """The rollouts a run works on before anything else: running or interrupted (a run was working on them)."""
+        return [] if self._quiet() else self.store.all(TAKEN_UP)
+
     @contextmanager
     def _run(self, commit: str, conns: Connections, desireds: dict[str, Desired] | None = None) -> Iterator[_Run]:
         """One run, journalled from its first write (`_Run.journal`); its finaliser always records (rule 14),
@@ -456,7 +471,7 @@ class Engine:
 
     def _recover(self, conns: Connections, desireds: dict[str, Desired] | None = None) -> None:
         """Finish the records of runs that were killed (their journals are still open), before anything else."""
-        for rid in self.journal.unfinished():
+        for rid in self._killed_runs():
             self.progress(f"run {rid} was killed before it recorded what it did; finishing its record")
             self._finish(rid, conns, wait=True, desireds=desireds)
 
@@ -465,7 +480,7 @@ class Engine:
         locally. Nothing happens (None) while someone else holds the state dir."""
         try:
             with self.locked():
-                if not self.journal.unfinished() and not self.audit.pending():
+                if not self._killed_runs() and not self.audit.pending():
                     return None
                 with self.connections() as conns:
                     self._recover(conns)
