@@ -35,6 +35,7 @@ from reconciler.db.migrate import migrate
 from reconciler.db.schema import metadata
 from reconciler.settings import Settings
 
+#: `db/probe.py` also reads `status` here, with sqlite3 (tests/unit/test_state_probe.py holds the two together)
 rollouts_t = Table(
     "zg_rollouts",
     metadata,
