@@ -15,6 +15,7 @@ import posixpath
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
 from reconciler.core.state import DesiredCluster, LogMark, ObservedCluster, ObservedServer, ServerPaths
 from reconciler.errors import ReconcilerError, Stalled, Unreachable
@@ -22,111 +23,216 @@ from reconciler.manifest.model import Cluster, Server
 from reconciler.transport import Transport, script_argv
 from reconciler.zato.profiles import profile
 
-OBSERVE_SCRIPT = r"""
-d=$1
-if ! cd "$d" 2>/dev/null; then echo "@@fatal no-dir"; exit 0; fi
-if [ ! -f .zato-info ]; then echo "@@fatal not-zato"; exit 0; fi
-if [ ! -f config/repo/server.conf ]; then echo "@@fatal no-conf"; exit 0; fi
-ini() {
-  awk -v s="[$1]" -v k="$2" '
-    /^[ \t]*\[/ { x = $0; gsub(/[ \t\r]/, "", x); sec = x; next }
-    sec == s {
-      i = index($0, "="); if (i == 0) next
-      key = substr($0, 1, i - 1); gsub(/^[ \t]+|[ \t\r]+$/, "", key)
-      if (key == k) { v = substr($0, i + 1); gsub(/^[ \t]+|[ \t\r]+$/, "", v); print v; exit }
-    }' config/repo/server.conf
+#: the first awk of the observe script: reads .zato-info, server.conf, the server process's environment (one
+#: `K=V` a line) and pickup.conf, in that order; prints the resolved pickup dir, deployed dir and
+#: service-sources.txt (one a line, for the script), then the @@info, @@paths, @@overrides, @@extra and @@sources
+#: sections. Every rule is Zato's: a setting from the environment wins over server.conf's, relative paths resolve
+#: against config/repo (the work dir's own children against the work dir), `~` is $HOME.
+SETTINGS_AWK = r"""
+function trim(s) { gsub(/^[ \t]+|[ \t\r]+$/, "", s); return s }
+function res(v, base) {
+  if (v == "~") return home
+  if (substr(v, 1, 2) == "~/") return home "/" substr(v, 3)
+  if (substr(v, 1, 1) == "/") return v
+  return base "/" v
 }
-res() {
-  case $1 in
-    "~") printf '%s\n' "$HOME" ;;
-    "~/"*) printf '%s/%s\n' "$HOME" "${1#??}" ;;
-    /*) printf '%s\n' "$1" ;;
-    *) printf '%s/%s\n' "$2" "$1" ;;
-  esac
+function ini(sec, key) { return ((sec, key) in conf) ? conf[sec, key] : "" }
+function setting(sec, key,   v) {
+  v = env["Zato_Config_Server_server__conf_" sec "_" key]
+  return v != "" ? v : ini("[" sec "]", key)
 }
-repo=$(pwd -P)/config/repo
+BEGIN { home = ENVIRON["HOME"]; dir = ENVIRON["ZG_DIR"]; repo = dir "/config/repo"; ipc = ""; nx = 0 }
+FILENAME == ".zato-info" { info = info $0 "\n"; next }
+FILENAME == "config/repo/server.conf" {
+  if (!ipcset) {
+    # whichever section holds it: a quickstart gives every server of the host the same one
+    split($0, f, "=")
+    if (f[1] ~ /^[ \t]*ipc_port_start[ \t]*$/) { ipc = trim(f[2]); ipcset = 1 }
+  }
+  if ($0 ~ /^[ \t]*\[/) { x = $0; gsub(/[ \t\r]/, "", x); sec = x; next }
+  i = index($0, "="); if (i == 0) next
+  key = trim(substr($0, 1, i - 1))
+  if (!((sec, key) in conf)) conf[sec, key] = trim(substr($0, i + 1))
+  next
+}
+FILENAME == "config/repo/pickup.conf" {
+  if ($0 ~ /^[ \t]*\[/) { x = $0; gsub(/[ \t\r\[\]]/, "", x); psec = x; next }
+  if (psec !~ /^hot-deploy\.user\./) next
+  i = index($0, "="); if (i == 0) next
+  if (trim(substr($0, 1, i - 1)) == "pickup_from") extra[++nx] = "conf " psec " " trim(substr($0, i + 1))
+  next
+}
+{ i = index($0, "="); if (i > 1 && !(substr($0, 1, i - 1) in env)) env[substr($0, 1, i - 1)] = substr($0, i + 1) }
+END {
+  work = res(setting("main", "work_dir"), repo)
+  pickup = res(setting("hot_deploy", "pickup_dir"), repo)
+  cwd = setting("hot_deploy", "current_work_dir"); if (cwd == "") cwd = "./hot-deploy/current"
+  current = res(cwd, work)
+  ss = setting("main", "service_sources"); if (ss == "") ss = "./service-sources.txt"
+  sources = res(ss, repo)
+  print pickup; print current; print sources
+  printf "@@info\n%s\n", info
+  print "@@paths"
+  print "server_dir=" dir; print "work_dir=" work; print "pickup_dir=" pickup; print "current_dir=" current
+  print "service_sources=" sources
+  print "gunicorn_bind=" ini("[main]", "gunicorn_bind"); print "bind=" ini("[main]", "bind")
+  print "environ=" ENVIRON["ZG_ENVR"]; print "ipc_port_start=" ipc
+  print "@@overrides"
+  n = split("main.work_dir hot_deploy.pickup_dir hot_deploy.current_work_dir main.service_sources", ks, " ")
+  for (k = 1; k <= n; k++) {
+    j = index(ks[k], ".")
+    if (env["Zato_Config_Server_server__conf_" substr(ks[k], 1, j - 1) "_" substr(ks[k], j + 1)] != "") print ks[k]
+  }
+  print "@@extra"
+  n = split("Zato_Hot_Deploy_Dir ZATO_HOT_DEPLOY_DIR Zato_Project_Root", ks, " ")
+  for (k = 1; k <= n; k++) if (env[ks[k]] != "") print "env " ks[k] " " env[ks[k]]
+  for (k = 1; k <= nx; k++) print extra[k]
+  # awk ends every line it prints, so a file without a final newline (as a fresh quickstart leaves it) cannot
+  # glue our next marker to its last entry; the script says whether the file had one (@@no-eol)
+  if ((r = (getline line < sources)) < 0) { print "@@sources missing"; exit }
+  print "@@sources present"
+  while (r > 0) { print "|" line; r = (getline line < sources) }
+}
+"""
+
+#: the second awk: joins the listing of every file to hash with the server's hash cache and prints the @@static,
+#: @@current, @@pickup and @@log sections in sha256sum's format. The listing comes in groups: a line
+#: `G<TAB>kind<TAB>root<TAB>section` (kind: current, pickup, file, flat or tree), then one line per file,
+#: `inode size mtime ctime<TAB>path under root` (`find -printf`). A file whose inode, size, mtime and ctime all
+#: match its cached entry is not read again. The paths of the files the cache cannot vouch for go to stderr and
+#: nothing to stdout; run again with their `sha256sum` lines after `@@hashed`, it prints the sections and
+#: (ZG_MODE=rw) writes the cache anew. Only files whose ctime is more than 2 s older than the listing are cached:
+#: a second write within the same clock tick as the one we hashed could otherwise leave every stat field as it
+#: was, and nobody can set a file's ctime back. ZG_NOW (seconds) stands in for the server's clock in tests.
+JOIN_AWK = r"""
+BEGIN {
+  FS = "\t"; cf = ENVIRON["ZG_CACHE"]; tmp = ENVIRON["ZG_TMP"]
+  srand(); now = ENVIRON["ZG_NOW"] != "" ? ENVIRON["ZG_NOW"] + 0 : srand(); ok = 0; root = ""
+  while ((r = (getline line < cf)) > 0) {
+    if (line == "@@end") { ok = 1; break }
+    if (substr(line, 1, 6) == "@@dir ") { root = substr(line, 7); continue }
+    if (split(line, f, "\t") == 3 && length(f[2]) == 64 && f[2] !~ /[^0-9a-f]/) {
+      cst[root, f[3]] = f[1]; csha[root, f[3]] = f[2]
+    }
+  }
+  if (r >= 0) close(cf)
+  if (!ok) { split("", cst); split("", csha) }
+}
+hashed {
+  # the lines of sha256sum; a leading backslash marks an escaped odd file name: not ours, never reported
+  if (substr($0, 1, 1) != "\\" && index($0, "  ") == 65) sha[substr($0, 67)] = substr($0, 1, 64)
+  next
+}
+$0 == "@@hashed" { hashed = 1; next }
+$1 == "G" && NF == 4 { g++; kind[g] = $2; groot[g] = $3; head[g] = $4; first[g] = e + 1; next }
+$1 == "L" && NF == 2 { logline = $2; next }
+NF == 2 && g { e++; grp[e] = g; st[e] = $1; rel[e] = $2 }
+END {
+  miss = 0
+  for (i = 1; i <= e; i++) {
+    p = groot[grp[i]] rel[i]
+    if (p in sha) { h[i] = sha[p]; continue }
+    k = groot[grp[i]] SUBSEP rel[i]
+    if ((k in cst) && cst[k] == st[i]) h[i] = csha[k]
+    else if (!hashed) { print p > "/dev/stderr"; miss = 1 }
+  }
+  if (miss) exit
+  for (j = 1; j <= g; j++) {
+    print "@@" head[j]
+    last = j < g ? first[j + 1] - 1 : e
+    for (i = first[j]; i <= last; i++) {
+      if (!(i in h) || index(rel[i], "\\")) continue
+      shown = kind[j] == "tree" ? "./" rel[i] : kind[j] == "file" ? groot[j] : rel[i]
+      print h[i] "  " shown
+    }
+  }
+  print "@@log"; print (logline == "" ? "0 0" : logline)
+  if (!hashed || ENVIRON["ZG_MODE"] != "rw") exit
+  for (j = 1; j <= g; j++) {
+    print "@@dir " groot[j] > tmp
+    last = j < g ? first[j + 1] - 1 : e
+    for (i = first[j]; i <= last; i++) {
+      split(st[i], s, " ")
+      if ((i in h) && s[4] + 2 < now) print st[i] "\t" h[i] "\t" rel[i] > tmp
+    }
+  }
+  print "@@end" > tmp
+  if (close(tmp) != 0) exit 1
+}
+"""
+
+#: the server's hash cache, in its server dir (next to the cluster lease): `@@dir ROOT`, then
+#: `inode size mtime ctime<TAB>sha256<TAB>path under ROOT` a line, and `@@end` last (a cut-off file is ignored whole)
+HASH_CACHE = "zato-gitops.hashes"
+
+_OBSERVE_BODY = r"""
+d=$1; cache=$2; shift 2
+cd -P -- "$d" 2>/dev/null || { echo "@@fatal no-dir"; exit 0; }
+[ -f .zato-info ] || { echo "@@fatal not-zato"; exit 0; }
+[ -f config/repo/server.conf ] || { echo "@@fatal no-conf"; exit 0; }
+nl='
+'
 # the running server's process: its environment can override server.conf (Zato_Config_Server_...)
-p=; state=none; envr=none
+p=; state=none; envr=none; ev=/dev/null
 if [ -s pidfile ]; then
-  p=$(cat pidfile)
-  if [ -d "/proc/$p" ]; then state="running $p"; else state="dead $p"; fi
-fi
-case $state in running*) if [ -r "/proc/$p/environ" ]; then envr=read; else envr=unreadable; fi ;; esac
-envv() {
-  [ "$envr" = read ] || return 0
-  tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null |
-    awk -v k="$1" 'index($0, k "=") == 1 { print substr($0, length(k) + 2); exit }'
-}
-setting() {
-  v=$(envv "Zato_Config_Server_server__conf_$1_$2")
-  if [ -n "$v" ]; then printf '%s\n' "$v"; else ini "$1" "$2"; fi
-}
-work=$(res "$(setting main work_dir)" "$repo")
-pickup=$(res "$(setting hot_deploy pickup_dir)" "$repo")
-cwd=$(setting hot_deploy current_work_dir); [ -n "$cwd" ] || cwd=./hot-deploy/current
-current=$(res "$cwd" "$work")
-ss=$(setting main service_sources); [ -n "$ss" ] || ss=./service-sources.txt
-echo "@@info"; cat .zato-info; echo
-echo "@@paths"
-echo "server_dir=$(pwd -P)"
-echo "work_dir=$work"
-echo "pickup_dir=$pickup"
-echo "current_dir=$current"
-echo "service_sources=$(res "$ss" "$repo")"
-echo "gunicorn_bind=$(ini main gunicorn_bind)"
-echo "bind=$(ini main bind)"
-echo "environ=$envr"
-# whichever section holds it: a quickstart gives every server of the host the same one
-ipc=$(awk -F= '$1 ~ /^[ \t]*ipc_port_start[ \t]*$/ { v = $2; gsub(/^[ \t]+|[ \t\r]+$/, "", v); print v; exit }' \
-  config/repo/server.conf)
-echo "ipc_port_start=$ipc"
-echo "@@overrides"
-for k in main.work_dir hot_deploy.pickup_dir hot_deploy.current_work_dir main.service_sources; do
-  [ -n "$(envv "Zato_Config_Server_server__conf_${k%%.*}_${k#*.}")" ] && echo "$k"
-done
-echo "@@extra"
-for k in Zato_Hot_Deploy_Dir ZATO_HOT_DEPLOY_DIR Zato_Project_Root; do
-  v=$(envv "$k"); [ -n "$v" ] && printf 'env %s %s\n' "$k" "$v"
-done
-if [ -f config/repo/pickup.conf ]; then
-  awk '
-    /^[ \t]*\[/ { x = $0; gsub(/[ \t\r\[\]]/, "", x); sec = x; next }
-    sec ~ /^hot-deploy\.user\./ {
-      i = index($0, "="); if (i == 0) next
-      key = substr($0, 1, i - 1); gsub(/^[ \t]+|[ \t\r]+$/, "", key)
-      if (key == "pickup_from") { v = substr($0, i + 1); gsub(/^[ \t]+|[ \t\r]+$/, "", v); print "conf " sec " " v }
-    }' config/repo/pickup.conf
-fi
-hashes() {
-  [ -d "$1" ] || return 0
-  find "$1" -maxdepth 1 -name '*.py' ! -name '.*' -type f -exec sha256sum -- {} + 2>/dev/null
-  return 0
-}
-echo "@@current"; hashes "$current"
-echo "@@pickup"; hashes "$pickup"
-echo "@@log"; stat -c '%s %i' logs/server.log 2>/dev/null || echo "0 0"
-echo "@@pid"; echo "$state"
-sources=$(res "$ss" "$repo")
-if [ -f "$sources" ]; then
-  # awk ends every line it prints, so a file without a final newline (a fresh quickstart's) cannot glue our
-  # next marker to its last entry; whether the file had one is said on the header
-  if [ -s "$sources" ] && [ -n "$(tail -c 1 -- "$sources")" ]; then echo "@@sources present no-eol"
-  else echo "@@sources present"; fi
-  awk '{ print "|" $0 }' "$sources"
-else echo "@@sources missing"; fi
-shift
-for spec in "$@"; do
-  mode=${spec%%:*}; p=${spec#*:}
-  echo "@@static $spec"
-  case $mode in
-    file) [ -f "$p" ] && sha256sum -- "$p" ;;
-    flat) hashes "$p" ;;
-    tree) [ -d "$p" ] && (cd "$p" &&
-            find . -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -exec sha256sum -- {} +) ;;
+  IFS= read -r p < pidfile || :
+  case $p in
+    ''|*[!0-9]*) state="dead $p" ;;
+    *) if [ -d "/proc/$p" ]; then state="running $p"; else state="dead $p"; fi ;;
   esac
-done
+fi
+case $state in
+  running*) if [ -r "/proc/$p/environ" ]; then envr=read; ev=/proc/$p/environ; else envr=unreadable; fi ;;
+esac
+pc=/dev/null; [ -f config/repo/pickup.conf ] && pc=config/repo/pickup.conf
+out=$(tr '\0' '\n' < "$ev" 2>/dev/null |
+  ZG_DIR=$PWD ZG_ENVR=$envr LC_ALL=C awk "$ZG_SETTINGS" .zato-info config/repo/server.conf - "$pc")
+pickup=${out%%"$nl"*}; out=${out#*"$nl"}
+current=${out%%"$nl"*}; out=${out#*"$nl"}
+sources=${out%%"$nl"*}; out=${out#*"$nl"}
+printf '%s\n' "$out"
+echo "@@pid"; echo "$state"
+[ -s "$sources" ] && [ -f "$sources" ] && [ -n "$(tail -c 1 -- "$sources")" ] && echo "@@no-eol"
+list() {
+  st='%i %s %T@ %C@\t'
+  for spec in "$@"; do
+    mode=${spec%%:*}; sp=${spec#*:}
+    case $mode in
+      file) printf 'G\tfile\t%s\tstatic %s\n' "$sp" "$spec"
+            find -L "$sp" -maxdepth 0 -type f -printf "$st\n" ;;
+      flat) printf 'G\tflat\t%s/\tstatic %s\n' "$sp" "$spec"
+            find "$sp/" -maxdepth 1 -name '*.py' ! -name '.*' -type f -printf "$st%P\n" ;;
+      tree) printf 'G\ttree\t%s/\tstatic %s\n' "$sp" "$spec"
+            find "$sp/" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -printf "$st%P\n" ;;
+    esac
+  done
+  printf 'G\tcurrent\t%s/\tcurrent\n' "$current"
+  find logs/server.log "$current/" -maxdepth 1 \( -path logs/server.log -printf 'L\t%s %i\n' \) -o \
+    \( -name '*.py' ! -name '.*' -type f -printf "$st%P\n" \)
+  printf 'G\tpickup\t%s/\tpickup\n' "$pickup"
+  find "$pickup/" -maxdepth 1 -name '*.py' ! -name '.*' -type f -printf "$st%P\n"
+}
+listing=$(list "$@" 2>/dev/null)
+c=$PWD/zato-gitops.hashes
+[ "$cache" = rw ] && [ ! -w . ] && cache=ro
+[ "$cache" = off ] && c=/dev/null
+export ZG_CACHE="$c" ZG_MODE="$cache" ZG_TMP="$c.$$"
+# the sections go straight to stdout; what the cache cannot vouch for comes back on stderr, to be hashed
+exec 3>&1
+missing=$(printf '%s\n' "$listing" | LC_ALL=C awk "$ZG_JOIN" 2>&1 >&3)
+if [ -n "$missing" ]; then
+  hashed=$(printf '%s\n' "$missing" | tr '\n' '\0' | xargs -0 sha256sum -- 2>/dev/null)
+  if printf '%s\n@@hashed\n%s\n' "$listing" "$hashed" | LC_ALL=C awk "$ZG_JOIN" && [ "$cache" = rw ]; then
+    mv -f -- "$c.$$" "$c" 2>/dev/null || rm -f -- "$c.$$"
+  elif [ "$cache" = rw ]; then rm -f -- "$c.$$"
+  fi
+fi
 echo "@@end"
 """
+
+assert "'" not in SETTINGS_AWK + JOIN_AWK  # each travels inside a single-quoted sh string
+assert f"c=$PWD/{HASH_CACHE}\n" in _OBSERVE_BODY
+OBSERVE_SCRIPT = f"ZG_SETTINGS='{SETTINGS_AWK}'\nZG_JOIN='{JOIN_AWK}'\n{_OBSERVE_BODY}"
 
 
 def _sections(text: str) -> dict[str, list[str]]:
@@ -181,13 +287,12 @@ _FATAL = {
 }
 
 
-def _sources_text(section: list[str]) -> str | None:
+def _sources_text(section: list[str], no_eol: bool) -> str | None:
     """service-sources.txt byte for byte (CRLF and a missing final newline kept): the plan compares it whole."""
-    head = section[0].split()
-    if head[:1] != ["present"]:
+    if section[:1] != ["present"]:
         return None
     text = "".join(line[1:] + "\n" for line in section[1:] if line.startswith("|"))
-    return text[:-1] if "no-eol" in head[1:] and text.endswith("\n") else text
+    return text[:-1] if no_eol and text.endswith("\n") else text
 
 
 def _extra_pickup(lines: list[str], server_dir: str) -> tuple[str, ...]:
@@ -238,7 +343,7 @@ def parse_observation(cluster: Cluster, server: Server, text: str) -> ObservedSe
         if key.startswith("static "):
             mode, _, path = key[len("static ") :].partition(":")
             static[path] = _hashes(lines, _REL.get(mode, posixpath.basename))
-    sources_text = _sources_text(sec.get("sources") or ["missing"])
+    sources_text = _sources_text(sec.get("sources") or ["missing"], "no-eol" in sec)
     current = _hashes(sec.get("current", []))
     pickup = _hashes(sec.get("pickup", []))
     return ObservedServer(
@@ -260,12 +365,22 @@ def parse_observation(cluster: Cluster, server: Server, text: str) -> ObservedSe
     )
 
 
+#: how observe uses the server's hash cache: `rw` (apply: read it, and write it when something was hashed),
+#: `ro` (plan, status: read it, change nothing on the server), `off` (hash every file)
+CacheMode = Literal["rw", "ro", "off"]
+
+
 def observe_server(
-    transport: Transport, cluster: Cluster, server: Server, timeout: float = 60.0, desired: DesiredCluster | None = None
+    transport: Transport,
+    cluster: Cluster,
+    server: Server,
+    timeout: float = 60.0,
+    desired: DesiredCluster | None = None,
+    cache: CacheMode = "ro",
 ) -> ObservedServer:
-    """One round trip: the observe script with the server dir and the static trees to hash."""
+    """One round trip: the observe script with the server dir, the cache mode and the static trees to hash."""
     specs = static_specs(desired, server.path)
-    result = transport.run(script_argv(OBSERVE_SCRIPT, server.path, *specs), timeout=timeout)
+    result = transport.run(script_argv(OBSERVE_SCRIPT, server.path, cache, *specs), timeout=timeout)
     if not result.ok:
         raise Unreachable(
             f"{cluster.name}/{server.name}: observing failed (exit {result.exit_code}): {result.err_text()[:300]}"
@@ -282,6 +397,7 @@ def observe_all(
     *,
     parallelism: int = 16,
     timeout: float = 60.0,
+    cache: CacheMode = "ro",
 ) -> tuple[dict[str, ObservedCluster], list[ObserveError]]:
     """Observe every server of every cluster in parallel, one round trip each.
 
@@ -295,7 +411,7 @@ def observe_all(
         d, s = job
         c = d.spec
         try:
-            results[(c.name, s.name)] = observe_server(connect(c, s), c, s, timeout, d)
+            results[(c.name, s.name)] = observe_server(connect(c, s), c, s, timeout, d, cache)
         except ReconcilerError as e:
             failures.append((c.name, s.name, e))
 

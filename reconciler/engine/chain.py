@@ -48,7 +48,7 @@ from reconciler.gitrepo.notes import Audit, PushResult, format_at
 from reconciler.gitrepo.records import INTERRUPTED, Action, Reason, Record
 from reconciler.gitrepo.source import Source
 from reconciler.locks import LockHeld, PidLock
-from reconciler.observe import observe_all
+from reconciler.observe import CacheMode, observe_all
 from reconciler.settings import Settings
 from reconciler.transport import SSHOptions
 from reconciler.transport.connect import Connections
@@ -193,12 +193,16 @@ class Engine:
         finally:
             self.facts.save()
 
-    def observe(self, desired: Desired, conns: Connections, only: list[str] | None = None) -> PlanReport:
+    def observe(
+        self, desired: Desired, conns: Connections, only: list[str] | None = None, cache: CacheMode = "ro"
+    ) -> PlanReport:
+        """Observe and plan. `cache`: "rw" only under the cluster lease (apply), so `plan` writes nothing."""
         clusters = [c for c in desired.clusters if only is None or c.name in only]
         n = sum(len(c.spec.servers) for c in clusters)
         self.progress(f"observing {n} server{'s' if n != 1 else ''}")
         observed, failures = observe_all(
-            clusters, conns.get, parallelism=self.settings.parallelism, timeout=self.settings.command_timeout
+            clusters, conns.get, parallelism=self.settings.parallelism, timeout=self.settings.command_timeout,
+            cache=cache,
         )
         return PlanReport(desired.commit, desired, observed, plan(desired, observed), failures)
 
@@ -296,7 +300,7 @@ class Engine:
             for rollout in self._taken_up():
                 if rollout.cluster in names and rollout.cluster in held:
                     self._run_rollout(run, rollout.id, conns, result, held[rollout.cluster])
-            report = self.observe(desired, conns, names)
+            report = self.observe(desired, conns, names, cache="rw")
             result.report = report
             for cluster_plan in report.plan.clusters:
                 if cluster_plan.empty:

@@ -13,7 +13,7 @@ import pytest
 from reconciler.core.state import ObservedServer
 from reconciler.errors import Stalled
 from reconciler.manifest.model import Cluster
-from reconciler.observe import OBSERVE_SCRIPT, parse_observation
+from reconciler.observe import HASH_CACHE, OBSERVE_SCRIPT, parse_observation
 from reconciler.transport import script_argv
 
 CONF = """[main]
@@ -43,7 +43,7 @@ def observe(root: Path, version: str = "3.2") -> ObservedServer:
     cluster = Cluster.model_validate(
         {"name": "prod", "zato_version": version, "servers": [{"name": "s1", "path": str(root)}]}
     )
-    out = subprocess.run(script_argv(OBSERVE_SCRIPT, str(root)), capture_output=True, check=True).stdout
+    out = subprocess.run(script_argv(OBSERVE_SCRIPT, str(root), "ro"), capture_output=True, check=True).stdout
     return parse_observation(cluster, cluster.servers[0], out.decode())
 
 
@@ -137,7 +137,8 @@ def test_the_running_servers_environment_and_pickup_conf_name_the_folders_it_rea
     try:
         (srv / "pidfile").write_text(str(proc.pid))
         cluster = Cluster.model_validate({"name": "prod", "servers": [{"name": "s1", "path": str(srv)}]})
-        out = subprocess.run(script_argv(OBSERVE_SCRIPT, str(srv)), capture_output=True, check=True).stdout.decode()
+        argv = script_argv(OBSERVE_SCRIPT, str(srv), "ro")
+        out = subprocess.run(argv, capture_output=True, check=True).stdout.decode()
         obs = parse_observation(cluster, cluster.servers[0], out)
     finally:
         proc.kill()
@@ -161,3 +162,116 @@ def test_ipc_port_start_is_read_from_whichever_section_holds_it(tmp_path: Path) 
     conf = srv / "config" / "repo" / "server.conf"
     conf.write_text(conf.read_text() + "\n[misc]\nipc_port_start = 17050\r\n")
     assert observe(srv).ipc_port_start == "17050"
+
+
+# --- the server's hash cache ---------------------------------------------------------------------------------------
+
+
+def run_script(srv: Path, cache: str, now: float | None = None, *specs: str) -> str:
+    env = dict(os.environ)
+    if now is not None:
+        env["ZG_NOW"] = str(now)
+    return subprocess.run(script_argv(OBSERVE_SCRIPT, str(srv), cache, *specs), capture_output=True, check=True,
+                          env=env).stdout.decode()
+
+
+def observed(text: str, srv: Path) -> ObservedServer:
+    servers = [{"name": "s1", "path": str(srv)}]
+    cluster = Cluster.model_validate({"name": "prod", "zato_version": "3.2", "servers": servers})
+    return parse_observation(cluster, cluster.servers[0], text)
+
+
+def deployed_server(tmp_path: Path) -> tuple[Path, Path]:
+    srv = make_server(tmp_path / "s1")
+    current = srv / "work" / "hot-deploy" / "current"
+    current.mkdir(parents=True)
+    for i in range(3):
+        (current / f"m{i}.py").write_text(f"x = {i}\n")
+    return srv, current
+
+
+def later() -> float:
+    """The server's clock a minute on: every file written by the test is old enough to be cached."""
+    import time
+
+    return time.time() + 60
+
+
+def test_apply_caches_hashes_and_a_file_whose_stat_is_unchanged_is_not_read_again(tmp_path: Path) -> None:
+    srv, current = deployed_server(tmp_path)
+    run_script(srv, "rw", later())
+    cache = srv / HASH_CACHE
+    assert cache.read_text().endswith("@@end\n")
+    real = hashlib.sha256(b"x = 1\n").hexdigest()
+    assert real in cache.read_text()
+    # a different digest for m1.py in the cache, its stat unchanged: the cache is believed, so no file was read
+    cache.write_text(cache.read_text().replace(real, "f" * 64))
+    assert observed(run_script(srv, "ro"), srv).deployed["m1.py"] == "f" * 64
+    # rewritten with the same bytes and size: its ctime moved, so it is hashed again
+    (current / "m1.py").write_text("x = 1\n")
+    assert observed(run_script(srv, "ro"), srv).deployed["m1.py"] == real
+    # `off` never looks at the cache
+    (current / "m1.py").touch()
+    cache.write_text(cache.read_text())
+    assert observed(run_script(srv, "off"), srv).deployed["m1.py"] == real
+
+
+def test_a_file_changed_in_the_last_two_seconds_is_hashed_but_not_cached(tmp_path: Path) -> None:
+    srv, _ = deployed_server(tmp_path)
+    obs = observed(run_script(srv, "rw"), srv)  # the server's own clock: the files are brand new
+    assert obs.deployed["m0.py"] == hashlib.sha256(b"x = 0\n").hexdigest()
+    cached = (srv / HASH_CACHE).read_text().splitlines()
+    assert cached[-1] == "@@end"
+    assert [line for line in cached if not line.startswith("@@")] == []
+
+
+def test_plan_reads_the_cache_but_never_writes_it(tmp_path: Path) -> None:
+    srv, _ = deployed_server(tmp_path)
+    before = sorted(str(p.relative_to(srv)) for p in srv.rglob("*"))
+    run_script(srv, "ro", later())
+    assert sorted(str(p.relative_to(srv)) for p in srv.rglob("*")) == before
+
+
+def test_a_cut_off_cache_is_ignored_whole(tmp_path: Path) -> None:
+    srv, _ = deployed_server(tmp_path)
+    run_script(srv, "rw", later())
+    cache = srv / HASH_CACHE
+    text = cache.read_text().replace(hashlib.sha256(b"x = 2\n").hexdigest(), "e" * 64)
+    cache.write_text(text.removesuffix("@@end\n"))  # e.g. a full disk stopped the write
+    assert observed(run_script(srv, "ro"), srv).deployed["m2.py"] == hashlib.sha256(b"x = 2\n").hexdigest()
+
+
+def test_a_server_dir_we_cannot_write_is_observed_without_writing_a_cache(tmp_path: Path) -> None:
+    srv, _ = deployed_server(tmp_path)
+    os.chmod(srv, 0o555)
+    try:
+        if os.access(srv, os.W_OK):
+            pytest.skip("running as root: every directory is writable")
+        obs = observed(run_script(srv, "rw", later()), srv)
+    finally:
+        os.chmod(srv, 0o755)
+    assert obs.deployed["m0.py"] == hashlib.sha256(b"x = 0\n").hexdigest()
+    assert not (srv / HASH_CACHE).exists()
+
+
+def test_static_trees_files_and_flat_dirs_are_hashed_through_the_cache_too(tmp_path: Path) -> None:
+    srv, _ = deployed_server(tmp_path)
+    tree = tmp_path / "tree"
+    (tree / "pkg" / "__pycache__").mkdir(parents=True)
+    (tree / "pkg" / "a.py").write_text("a\n")
+    (tree / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")
+    (tree / "pkg" / "b.pyc").write_bytes(b"\0")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "f.py").write_text("f\n")
+    (flat / ".hidden.py").write_text("h\n")
+    one = tmp_path / "one.py"
+    one.write_text("o\n")
+    specs = (f"tree:{tree}", f"flat:{flat}", f"file:{one}")
+    for mode in ("rw", "ro", "off"):  # a cold cache, then a warm one, then none: the same answer
+        obs = observed(run_script(srv, mode, later(), *specs), srv)
+        assert obs.static == {
+            str(tree): {"pkg/a.py": hashlib.sha256(b"a\n").hexdigest()},
+            str(flat): {"f.py": hashlib.sha256(b"f\n").hexdigest()},
+            str(one): {"": hashlib.sha256(b"o\n").hexdigest()},
+        }, mode
