@@ -27,16 +27,19 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from threading import Event
-
-from sqlalchemy.exc import SQLAlchemyError
+from typing import TYPE_CHECKING
 
 from reconciler.apply import files
 from reconciler.apply.restart import ServerControl, source_failures
-from reconciler.apply.store import DOWN, OPEN, Rollout, RolloutStore, now
+from reconciler.apply.rollouts import DOWN, OPEN, Rollout, now
 from reconciler.core.plan import FileChange, Restart
 from reconciler.core.state import DesiredCluster, LogMark
+from reconciler.db import db_errors
 from reconciler.errors import Interrupted, ReconcilerError, Unreachable
 from reconciler.transport import Transport, script_argv
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) is made by whoever runs a rollout
+    from reconciler.apply.store import RolloutStore
 
 Progress = Callable[[str], None]
 #: called before a server's turn changes anything; raises `Interrupted` (e.g. the cluster lease was lost) to stop
@@ -276,7 +279,7 @@ class RolloutRunner:
             self.store.update_server(rid, server, step="failed", detail=e.message)
             self.say(server, f"NOT TOUCHED: {e.message}")
             return out
-        except SQLAlchemyError:
+        except db_errors():
             # the store (the state database) went away mid-step: never leave a server this run stopped down. The
             # step stays as last written; whoever resumes the rollout repeats it (a stop and start more, no harm)
             self._bring_back(ctl, server, timeout)

@@ -4,7 +4,8 @@ A reconciler killed mid-rollout must resume at the server where it stopped, neve
 again and never have two servers down at once (practice 10, after kustomize-controller's inventory). So every
 step of every server is written here before and after it happens. SQLAlchemy Core on the state database
 (`state_db`: SQLite in the state dir by default, PostgreSQL shared by a leader and its standby), whose schema the
-migrations in `db/migrations/` keep; the APScheduler job store sits on the same database.
+migrations in `db/migrations/` keep; the APScheduler job store sits on the same database. What it hands out is
+plain data (`apply/rollouts.py`), so the code that reads a rollout needs no SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ import json
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -31,19 +30,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine as SAEngine
 
+from reconciler.apply.rollouts import Rollout, ServerProgress, Status, now
 from reconciler.db.migrate import migrate
 from reconciler.db.schema import metadata
 from reconciler.settings import Settings
 
-Status = Literal["pending", "running", "interrupted", "halted", "finished", "cancelled", "superseded"]
-#: a rollout in one of these still has work to do ("interrupted": the run working on it was stopped or killed)
-OPEN: tuple[Status, ...] = ("pending", "running", "interrupted", "halted")
-
-#: a server in one of these steps may be down because of us: it is brought back before any other is stopped
-DOWN: tuple[str, ...] = ("stopping", "starting", "waiting", "verifying")
-#: the steps of one server, in order; "done" and "rolled-back" are final
-Step = Literal["pending", "writing", "stopping", "starting", "waiting", "verifying", "done", "failed", "rolled-back"]
-
+#: `db/probe.py` also reads `status` here, with sqlite3 (tests/unit/test_state_probe.py holds the two together)
 rollouts_t = Table(
     "zg_rollouts",
     metadata,
@@ -78,49 +70,6 @@ plans_t = Table(
     Column("server", String(200), primary_key=True),
     Column("plan", Text, nullable=False),
 )
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass
-class ServerProgress:
-    server: str
-    position: int
-    step: str
-    log_size: int | None = None
-    log_inode: int | None = None
-    started: str | None = None
-    ready: str | None = None
-    detail: str = ""
-
-
-@dataclass
-class Rollout:
-    id: str
-    cluster: str
-    commit: str
-    status: str
-    window: str | None
-    created: str
-    updated: str
-    message: str = ""
-    servers: list[ServerProgress] = field(default_factory=list)
-
-    @property
-    def done_count(self) -> int:
-        return sum(1 for s in self.servers if s.step == "done")
-
-    def server(self, name: str) -> ServerProgress:
-        return next(s for s in self.servers if s.server == name)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "cluster": self.cluster, "commit": self.commit, "status": self.status,
-            "window": self.window, "created": self.created, "updated": self.updated, "message": self.message,
-            "servers": [s.__dict__ for s in self.servers],
-        }
 
 
 def store_url(settings: Settings) -> str:

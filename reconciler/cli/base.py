@@ -15,6 +15,10 @@ its neighbours. So the failure path is not written per command: `Cli.main` wraps
 
 `Reporter` is the progress side: `> step` lines on stderr, a status line with the elapsed seconds while a step
 waits (a confirmation, a server's restart), and the first Ctrl-C acknowledged at once.
+
+rich draws the tables and colours for people, and loads (~15 ms) only when something is drawn: the consoles `out`
+and `err` are made at first use, and a line to a stderr that shows no colours (a pipe, a log file) is written as
+is, so a command whose output is JSON never imports it.
 """
 
 from __future__ import annotations
@@ -38,15 +42,19 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.status import Status
 
-from reconciler.db import first_line
+from reconciler.db import db_errors, first_line
 from reconciler.errors import ReconcilerError
 
 if TYPE_CHECKING:  # start-up cost: settings (pydantic, the manifest loader) load when a command builds them
+    from rich.console import Console
+    from rich.status import Status
+
     from reconciler.settings import Settings
+
+    #: stdout and stderr for people, made at their first use (`__getattr__`)
+    out: Console
+    err: Console
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,8 +75,49 @@ def _width(stream: Any) -> int:
     return shutil.get_terminal_size().columns if stream.isatty() else 160
 
 
-out = Console(highlight=False, width=_width(sys.stdout))
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+def console(name: str) -> Console:
+    """The console `out` (stdout) or `err` (stderr), made the first time it is asked for."""
+    made: Console | None = globals().get(name)
+    if made is None:
+        from rich.console import Console
+
+        made = globals()[name] = (Console(highlight=False, width=_width(sys.stdout)) if name == "out" else
+                                  Console(stderr=True, highlight=False, soft_wrap=True))
+    return made
+
+
+def __getattr__(name: str) -> Console:
+    if name in ("out", "err"):
+        return console(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _plain(stream: Any) -> bool:
+    """Whether `stream` shows no colours for sure: no terminal, and no FORCE_COLOR or TTY_COMPATIBLE that would
+    make rich write escape codes to it all the same (rich decides whenever one is set)."""
+    if "FORCE_COLOR" in os.environ or "TTY_COMPATIBLE" in os.environ:
+        return False
+    try:
+        return not stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def say(label: str, text: str, style: str = "", to: Console | None = None) -> None:
+    """One line for people on stderr, or on the console `to`: `label` (in `style` on a terminal), then `text` as
+    written (brackets and all). Where stderr shows no colours, written as is, without rich."""
+    line = f"{label} {text}" if label else text
+    if to is None and _plain(sys.stderr):
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+        return
+    from rich.markup import escape
+
+    target = to or console("err")
+    if label:
+        target.print(f"[{style}]{escape(label)}[/] {escape(text)}", markup=True, highlight=False)
+    else:
+        target.print(text, markup=False, highlight=False)
 
 
 @dataclass
@@ -156,7 +205,7 @@ def handle_errors(f: F) -> F:
 def progress(msg: str) -> None:
     """A `> step` line on stderr (hidden by -q); long commands use a `Reporter` instead."""
     if not verbosity.quiet:
-        err.print(f"[dim]>[/] {escape(msg)}", markup=True, highlight=False)
+        say(">", msg, "dim")
 
 
 def emit_json(data: Any) -> None:
@@ -173,11 +222,11 @@ def error_document(message: str, hint: str = "", **more: Any) -> dict[str, Any]:
 def print_error(message: str, hint: str = "") -> None:
     """`error: ...` (and its detail lines) and `hint: ...` on stderr."""
     first, _, rest = message.partition("\n")
-    err.print(f"[bold red]error:[/] {escape(first)}", markup=True, highlight=False)
+    say("error:", first, "bold red")
     if rest:
-        err.print(rest, markup=False, highlight=False)
+        say("", rest)
     if hint:
-        err.print(f"[bold]hint:[/] {escape(hint)}", markup=True, highlight=False)
+        say("hint:", hint, "bold")
 
 
 def _print_error(message: str, hint: str, as_json: bool, **more: Any) -> None:
@@ -196,13 +245,13 @@ def _os_error(e: OSError) -> tuple[str, str]:
 
 
 class _ToStderr(logging.Handler):
-    """Our own log records as `warning: ...` lines on the current stderr (the `err` console)."""
+    """Our own log records as `warning: ...` lines on the current stderr."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             word = "warning" if record.levelno < logging.ERROR else "error"
             text = record.getMessage() if record.levelno >= logging.WARNING else f"  {record.getMessage()}"
-            err.print(f"{word}: {text}" if record.levelno >= logging.WARNING else text, markup=False, highlight=False)
+            say("", f"{word}: {text}" if record.levelno >= logging.WARNING else text)
         except Exception:
             self.handleError(record)
 
@@ -286,7 +335,8 @@ class Cli(click.Group):
         as_json = "--json" in words
         debug = "--debug" in words
         verbosity.quiet = verbosity.verbose = verbosity.debug = False
-        out.width = _width(sys.stdout)
+        if "out" in globals():  # made by an earlier command of this process: this one's stdout may be another
+            console("out").width = _width(sys.stdout)
         with _cli_logging(debug):
             if not standalone_mode:  # a caller that handles exceptions itself
                 return super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
@@ -330,13 +380,13 @@ class Cli(click.Group):
             _print_error(message, hint, as_json)
             return EXIT_ERROR
         except Exception as e:
-            if _is_db_error(e):  # the state database (state_db) went away under a command
+            if isinstance(e, db_errors()):  # the state database (state_db) went away under a command
                 _print_error(f"the state database cannot be used: {first_line(e)}",
                              "check `state_db` in the config and that the database answers", as_json,
                              kind="Transient")
                 return EXIT_ERROR
             if debug:
-                err.print(traceback.format_exc(), markup=False, highlight=False)
+                say("", traceback.format_exc().rstrip("\n"))
             where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
             at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
             _print_error(
@@ -347,13 +397,6 @@ class Cli(click.Group):
             )
             return EXIT_ERROR
 
-
-
-def _is_db_error(e: BaseException) -> bool:
-    """A SQLAlchemy error, without importing SQLAlchemy at start-up (~0.2 s): if `sqlalchemy.exc` was never
-    imported, no database was touched, so `e` cannot be one."""
-    exc = sys.modules.get("sqlalchemy.exc")
-    return exc is not None and isinstance(e, exc.SQLAlchemyError)
 
 
 # --- progress, elapsed time and Ctrl-C ---------------------------------------------------------------------------
@@ -369,7 +412,8 @@ class Reporter:
 
     def __init__(self, *, after: float = 3.0, every: float = 10.0, console: Console | None = None,
                  clock: Callable[[], float] = time.monotonic, polite_interrupt: bool = True) -> None:
-        self.console = console or err
+        #: None: stderr (`say`)
+        self.console = console
         #: False for commands that change nothing (plan, validate): there Ctrl-C stops at once
         self.polite_interrupt = polite_interrupt
         self.after, self.every, self.clock = after, every, clock
@@ -390,7 +434,7 @@ class Reporter:
                 self._status.stop()
                 self._status = None
         if not verbosity.quiet:
-            self.console.print(f"[dim]>[/] {escape(msg)}", markup=True, highlight=False)
+            say(">", msg, "dim", self.console)
 
     def tick(self) -> None:
         """Show the elapsed time of the current step if it is long enough (called by the ticker thread)."""
@@ -402,25 +446,31 @@ class Reporter:
             elapsed = self.clock() - self.started
             if elapsed < self.after:
                 return
-            text = f"{escape(self.step)} ({elapsed:.0f} s)"
-            if self.console.is_terminal:
+            if self._terminal():
+                from rich.markup import escape
+
+                text = f"{escape(self.step)} ({elapsed:.0f} s)"
                 if self._status is None:
-                    self._status = self.console.status(text)
+                    self._status = (self.console or console("err")).status(text)
                     self._status.start()
                 else:
                     self._status.update(text)
             elif elapsed - self._said >= self.every:
                 self._said = elapsed
-                self.console.print(f"[dim]>[/] {escape(self.step)} (still waiting, {elapsed:.0f} s)", markup=True,
-                                   highlight=False)
+                say(">", f"{self.step} (still waiting, {elapsed:.0f} s)", "dim", self.console)
+
+    def _terminal(self) -> bool:
+        if self.console is not None:
+            return self.console.is_terminal
+        return not _plain(sys.stderr) and console("err").is_terminal
 
     def on_sigint(self, signum: int, frame: FrameType | None) -> None:
         if self.stop.is_set():
             raise KeyboardInterrupt
         self.stop.set()
-        step = f" ({escape(self.step)})" if self.step else ""
-        self.console.print(f"[yellow]interrupt:[/] finishing the current step{step}, then stopping; "
-                           "Ctrl-C again to abort at once", markup=True, highlight=False)
+        step = f" ({self.step})" if self.step else ""
+        say("interrupt:", f"finishing the current step{step}, then stopping; Ctrl-C again to abort at once", "yellow",
+            self.console)
 
     def __enter__(self) -> Reporter:
         if self.polite_interrupt and threading.current_thread() is threading.main_thread():
@@ -430,7 +480,7 @@ class Reporter:
         return self
 
     def _loop(self) -> None:
-        while not self._done.wait(1.0 if self.console.is_terminal else min(1.0, self.every / 2)):
+        while not self._done.wait(1.0 if self._terminal() else min(1.0, self.every / 2)):
             self.tick()
 
     def __exit__(self, *exc: object) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from reconciler import __version__
+from reconciler.cli import base
 from reconciler.cli.base import (
     EX_USAGE,
     EXIT_CHANGES,
@@ -26,14 +27,13 @@ from reconciler.cli.base import (
     common_options,
     daemon_logging,
     emit_json,
-    err,
     handle_errors,
     make_settings,
     merged,
-    out,
     output_options,
     print_error,
     progress,
+    say,
     verbosity,
     with_elapsed,
     with_reporter,
@@ -43,8 +43,8 @@ from reconciler.errors import ManifestInvalid, Stalled
 if TYPE_CHECKING:  # start-up cost: pydantic and the manifest loader load when a command needs them
     from reconciler.settings import Settings
 
-__all__ = ["EXIT_CHANGES", "EXIT_ERROR", "EXIT_OK", "EX_USAGE", "common_options", "err", "handle_errors",
-           "main", "make_settings", "out", "progress"]
+__all__ = ["EXIT_CHANGES", "EXIT_ERROR", "EXIT_OK", "EX_USAGE", "common_options", "handle_errors", "main",
+           "make_settings", "progress"]
 
 
 def interrupt_on_sigterm() -> None:
@@ -168,13 +168,13 @@ def _valid(as_json: bool, file: str, commit: str | None, warnings: Sequence[str]
         emit_json({"valid": True, "file": file, "commit": commit, "errors": [], "warnings": list(warnings),
                    "clusters": clusters, "modules": modules})
     else:
-        out.print(text)
+        base.out.print(text)
 
 
 def _warn(warnings: Any) -> None:
     if not verbosity.quiet:
         for w in warnings:
-            err.print(f"warning: {w}", highlight=False, markup=False)
+            say("warning:", w)
 
 
 REF_HELP = ("Plan this ref instead of the branch head, fetched from the origin: a branch, a commit SHA, "
@@ -258,13 +258,13 @@ def plan(clusters: tuple[str, ...], ref: str | None, fmt: str | None, as_json: b
         emit_json(data)
     else:
         if ref:
-            out.print(f"{ref} is commit {commit[:12]}; planned against what the servers run now", markup=False)
-        print_plan(out, report, partial)
-        print_release(out, release)
+            base.out.print(f"{ref} is commit {commit[:12]}; planned against what the servers run now", markup=False)
+        print_plan(base.out, report, partial)
+        print_release(base.out, release)
         if diffs is not None:
             from reconciler.cli.diff import print_diffs
 
-            print_diffs(out, diffs)
+            print_diffs(base.out, diffs)
     if not report.complete:
         sys.exit(EXIT_ERROR)
     sys.exit(EXIT_OK if report.plan.empty else EXIT_CHANGES)
@@ -298,7 +298,7 @@ def comment(ref: str, pr: int, clusters: tuple[str, ...], reporter: Reporter, **
     engine = Engine(settings, reporter)
     report, release, commit, problems = _planned(engine, ref, clusters)
     what, cid = client.upsert_comment(pr, _markdown(report, release, commit, problems, ref))
-    out.print(f"plan of {ref} ({commit[:12]}): comment {cid} {what} on #{pr}", markup=False)
+    base.out.print(f"plan of {ref} ({commit[:12]}): comment {cid} {what} on #{pr}", markup=False)
     sys.exit(EXIT_OK if report is not None and report.complete else EXIT_ERROR)
 
 
@@ -336,7 +336,7 @@ def apply(clusters: tuple[str, ...], confirm_timeout: float | None, as_json: boo
     if as_json:
         emit_json(apply_dict(result))
     else:
-        print_apply(out, result)
+        print_apply(base.out, result)
     sys.exit(EXIT_OK if result.ok else EXIT_ERROR)
 
 
@@ -363,7 +363,7 @@ def history(cluster: str | None, limit: int, as_json: bool, **kw: Any) -> None:
     if as_json:
         emit_json([dict(e.record) | {"commit_summary": e.summary} for e in entries])
     else:
-        print_history(out, entries)
+        print_history(base.out, entries)
 
 
 @main.command()
@@ -391,8 +391,8 @@ def rollback(to: str, message: str | None, no_apply: bool, as_json: bool, report
         made = engine.rollback(to, message)
         data: dict[str, Any] = {"commit": made.commit, "to": made.to, "from": made.parent, "applied": None}
         if not as_json:
-            out.print(f"rollback commit {made.commit[:12]}: the tree of {made.to[:12]}, on top of {made.parent[:12]}",
-                      markup=False)
+            base.out.print(f"rollback commit {made.commit[:12]}: the tree of {made.to[:12]}, on top of "
+                           f"{made.parent[:12]}", markup=False)
         if no_apply:
             if as_json:
                 emit_json(data)
@@ -404,7 +404,7 @@ def rollback(to: str, message: str | None, no_apply: bool, as_json: bool, report
     if as_json:
         emit_json(data | {"applied": apply_dict(result)})
     else:
-        print_apply(out, result)
+        print_apply(base.out, result)
     sys.exit(EXIT_OK if result.ok else EXIT_ERROR)
 
 
@@ -498,7 +498,7 @@ def status(as_json: bool, **kw: Any) -> None:
     if as_json:
         emit_json(data)
     else:
-        print_status(out, data, running=info is not None, state_dir=settings.state_dir)
+        print_status(base.out, data, running=info is not None, state_dir=settings.state_dir)
     clusters = data.get("clusters") or []
     ready = bool(clusters) and all(
         any(c["type"] == "Ready" and c["status"] == "True" for c in cl["conditions"]) for cl in clusters)
@@ -515,7 +515,7 @@ def _set_suspended(clusters: tuple[str, ...], suspended: bool, kw: dict[str, Any
     verb = "suspended" if suspended else "resumed"
     if info is not None:
         call(info, "POST", "/api/suspend" if suspended else "/api/resume", {"clusters": list(clusters)})
-        out.print(f"{', '.join(clusters)}: {verb} (daemon pid {info.pid})")
+        base.out.print(f"{', '.join(clusters)}: {verb} (daemon pid {info.pid})")
         return
 
     def edit(store: StatusStore) -> None:
@@ -526,7 +526,7 @@ def _set_suspended(clusters: tuple[str, ...], suspended: bool, kw: dict[str, Any
 
     edit_status(settings, edit)
     where = "the state database" if settings.shared_state() else f"{settings.state_dir}/status.json"
-    out.print(f"{', '.join(clusters)}: {verb} (no daemon runs; recorded in {where})")
+    base.out.print(f"{', '.join(clusters)}: {verb} (no daemon runs; recorded in {where})")
 
 
 @main.command()
@@ -569,7 +569,7 @@ def reconcile(clusters: tuple[str, ...], **kw: Any) -> None:
         raise Stalled(f"no zato-gitops daemon runs on the state dir {settings.state_dir}",
                       hint="start one with `zato-gitops run`, or apply once with `zato-gitops apply`")
     call(info, "POST", "/api/reconcile", {"clusters": list(clusters)} if clusters else {})
-    out.print(f"reconcile of {', '.join(clusters) or 'every cluster'} requested from daemon pid {info.pid}")
+    base.out.print(f"reconcile of {', '.join(clusters) or 'every cluster'} requested from daemon pid {info.pid}")
 
 
 @main.group(invoke_without_command=True)
@@ -603,7 +603,7 @@ def rollouts(ctx: click.Context, /, as_json: bool, **kw: Any) -> None:
     if as_json:
         emit_json([r.to_dict() for r in found])
     else:
-        print_rollouts(out, found)
+        print_rollouts(base.out, found)
 
 
 @rollouts.command("resume")
@@ -631,7 +631,7 @@ def rollouts_resume(ctx: click.Context, /, rollout_id: str, as_json: bool, repor
     if as_json:
         emit_json(rollout.to_dict() | {"outcomes": [o.__dict__ for o in outcomes]})
     else:
-        print_rollout_outcome(out, rollout, outcomes)
+        print_rollout_outcome(base.out, rollout, outcomes)
     sys.exit(EXIT_OK if rollout.status == "finished" else EXIT_ERROR)
 
 
@@ -650,7 +650,7 @@ def rollouts_cancel(ctx: click.Context, /, rollout_id: str, as_json: bool, **kw:
     if as_json:
         emit_json(rollout.to_dict())
     else:
-        out.print(f"rollout {rollout.id} of cluster {rollout.cluster}: {rollout.status}")
+        base.out.print(f"rollout {rollout.id} of cluster {rollout.cluster}: {rollout.status}")
 
 
 def rollout_exists(settings: Settings, rollout_id: str) -> None:
@@ -727,7 +727,7 @@ def docs(page: str | None) -> None:
     """
     if page is None:
         for name, what in PAGES.items():
-            out.print(f"{name:16} {what}", highlight=False)
+            base.out.print(f"{name:16} {what}", highlight=False)
         return
     click.echo(page_text(page), nl=False)
 

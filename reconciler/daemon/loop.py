@@ -54,6 +54,7 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from reconciler.apply.rollouts import TAKEN_UP
 from reconciler.core.state import Desired
 from reconciler.daemon.client import INFO_FILE, DaemonLock
 from reconciler.daemon.conditions import Event, FailureKind, StatusStore, iso, short
@@ -240,7 +241,7 @@ class Daemon:
     def _interrupted_rollouts(self) -> list[str]:
         """Clusters with a rollout another daemon (or this one, before) left running."""
         try:
-            return sorted({r.cluster for r in self.engine.store.all(("running", "interrupted"))})
+            return sorted({r.cluster for r in self.engine.store.all(TAKEN_UP)})
         except Exception as e:  # the poll resumes it anyway; this only makes it sooner
             log.warning("cannot read the rollout store: %s", e)
             return []

@@ -30,7 +30,8 @@ status_t = Table(
     Column("updated", String(40), nullable=False),
 )
 
-#: the run journal (`engine/journal.py`): one row per run of the engine, open until its note is written...
+#: the run journal (`engine/journal.py`): one row per run of the engine that wrote anything, open until its note is
+#: written (`db/probe.py` also reads `state`, with sqlite3)...
 runs_t = Table(
     "zg_runs",
     metadata,

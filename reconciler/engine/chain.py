@@ -8,8 +8,10 @@ neither knows how a step is done.
 Each apply is a `_Run`: the commit's desired state is built once for it (or handed in by the daemon) and passed
 down to observe, plan, hot-deploy and rollouts; each step is journalled before its side effect
 (`engine/journal.py`), and the run's finaliser writes the note whatever ends it (success, an exception, Ctrl-C,
-SIGTERM). A run that was SIGKILLed is finished by the next one, first thing. What comes back is typed: an
-`ApplyReport` whose `cluster(name)` is a `ClusterOutcome`, and `Record`s with `Reason` enums.
+SIGTERM). A run that was SIGKILLed is finished by the next one, first thing. A run is entered in the journal at
+its first write, and whether a killed run or a rollout waits is first asked without SQLAlchemy (`db/probe.py`), so
+an apply with nothing to do leaves the state database as it was and loads no database library. What comes back
+is typed: an `ApplyReport` whose `cluster(name)` is a `ClusterOutcome`, and `Record`s with `Reason` enums.
 """
 
 from __future__ import annotations
@@ -24,24 +26,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler.apply.hotdeploy import ServerResult, await_confirmations, hot_deploy
 from reconciler.apply.lease import Lease, LeaseSite
 from reconciler.apply.rollout import RestartOutcome, RolloutRunner
-from reconciler.apply.store import OPEN, Rollout, RolloutStore
+from reconciler.apply.rollouts import OPEN, TAKEN_UP, Rollout
 from reconciler.core.desired import build_desired
 from reconciler.core.plan import ClusterPlan, Plan, plan
 from reconciler.core.release import Release, release, wanted_shas
 from reconciler.core.state import Desired, DesiredCluster, Module
+from reconciler.db.probe import quiet
 from reconciler.engine.facts import FactFile
-from reconciler.engine.journal import (
-    HotDeployStep,
-    Journal,
-    Verdicts,
-    hot_deploy_records,
-    interrupt_rollout,
-    rollout_records,
-)
 from reconciler.engine.results import ApplyReport, PlanReport
 from reconciler.engine.scheduler import next_window, window_due, window_open
 from reconciler.errors import Busy, ReconcilerError, SourceError, Stalled, Unreachable
@@ -56,6 +52,10 @@ from reconciler.observe import CacheMode, observe_all
 from reconciler.settings import Settings
 from reconciler.transport import SSHOptions
 from reconciler.transport.connect import Connections
+
+if TYPE_CHECKING:  # SQLAlchemy (~0.1 s) loads with the journal and the store, the first time a run needs them
+    from reconciler.apply.store import RolloutStore
+    from reconciler.engine.journal import HotDeployStep, Journal, Verdicts
 
 Progress = Callable[[str], None]
 
@@ -297,7 +297,7 @@ class Engine:
         with contextlib.ExitStack() as leases:
             # the leases come first: the plan must be made while no other reconciler changes the servers
             held = self._take_leases(leases, [desired.cluster(n) for n in names], conns)
-            for rollout in self.store.all(("running", "interrupted")):
+            for rollout in self._taken_up():
                 if rollout.cluster in names and rollout.cluster in held:
                     self._run_rollout(run, rollout.id, conns, result, held[rollout.cluster])
             report = self.observe(desired, conns, names, cache="rw")
@@ -363,7 +363,7 @@ class Engine:
                     confirms.setdefault(s, []).append(h.module)
                 for s in h.drop_on:
                     drops.setdefault(s, []).append(h.module)
-            op = self.journal.hot_deploy(
+            op = run.journal.hot_deploy(
                 run.id, name, commit,
                 {h.module: (dc.modules[h.module].repo_path, dc.modules[h.module].blob, dc.modules[h.module].sha256)
                  for h in cluster_plan.hot_deploys},
@@ -372,7 +372,7 @@ class Engine:
                 dc, observed, cluster_plan, transports,
                 timeout=self.confirm_timeout_override or spec.confirm_timeout or self.settings.confirm_timeout,
                 poll=self.settings.confirm_poll, progress=self.progress, parallelism=self.settings.parallelism,
-                on_copied=lambda server: self.journal.copied(run.id, op, server), stop=self.stop,
+                on_copied=lambda server: run.journal.copied(run.id, op, server), stop=self.stop,
             )
             result.results[name] = servers
             run.add(self._hot_records(run, dc.modules, name, servers), op=op)
@@ -441,25 +441,41 @@ class Engine:
     @property
     def journal(self) -> Journal:
         if self._journal is None:
+            from reconciler.engine.journal import Journal
+
             self._journal = Journal.for_settings(self.settings)
         return self._journal
 
+    def _quiet(self) -> bool:
+        """Whether the state database has nothing for a run to take up (no run left open, no rollout running or
+        interrupted), asked without SQLAlchemy where `db/probe.py` can tell; when it cannot, or finds something,
+        the journal and the store are asked (and decide, e.g., whether an open run is dead)."""
+        return quiet(self.settings.state_db_url(), TAKEN_UP) is True
+
+    def _killed_runs(self) -> list[str]:
+        return [] if self._quiet() else self.journal.unfinished()
+
+    def _taken_up(self) -> list[Rollout]:
+        """The rollouts a run works on before anything else: running or interrupted (a run was working on them)."""
+        return [] if self._quiet() else self.store.all(TAKEN_UP)
+
     @contextmanager
     def _run(self, commit: str, conns: Connections, desireds: dict[str, Desired] | None = None) -> Iterator[_Run]:
-        """One run, journalled; its finaliser always records (rule 14), whatever ends the block."""
+        """One run, journalled from its first write (`_Run.journal`); its finaliser always records (rule 14),
+        whatever ends the block. A run that wrote nothing (it had nothing to do) has no journal to turn into a
+        note: its finaliser only pushes the notes kept locally."""
         run = _Run(uuid.uuid4().hex[:12], commit, self, desireds if desireds is not None else {})
-        self.journal.open(run.id, commit, self.by)
         try:
             yield run
         except BaseException as e:
             self.progress(f"the run ended early ({type(e).__name__}); recording what was done so far")
             raise
         finally:
-            run.note = self._finish(run.id, conns, wait=False, desireds=run.desireds)
+            run.note = self._finish(run.id, conns, wait=False, desireds=run.desireds, journalled=run.opened)
 
     def _recover(self, conns: Connections, desireds: dict[str, Desired] | None = None) -> None:
         """Finish the records of runs that were killed (their journals are still open), before anything else."""
-        for rid in self.journal.unfinished():
+        for rid in self._killed_runs():
             self.progress(f"run {rid} was killed before it recorded what it did; finishing its record")
             self._finish(rid, conns, wait=True, desireds=desireds)
 
@@ -468,7 +484,7 @@ class Engine:
         locally. Nothing happens (None) while someone else holds the state dir."""
         try:
             with self.locked():
-                if not self.journal.unfinished() and not self.audit.pending():
+                if not self._killed_runs() and not self.audit.pending():
                     return None
                 with self.connections() as conns:
                     self._recover(conns)
@@ -477,11 +493,38 @@ class Engine:
             return None
 
     def _finish(
-        self, run_id: str, conns: Connections, *, wait: bool, desireds: dict[str, Desired] | None = None
+        self, run_id: str, conns: Connections, *, wait: bool, desireds: dict[str, Desired] | None = None,
+        journalled: bool = True,
     ) -> PushResult | None:
-        """Turn a run's journal into its note (records grouped by commit), then close the journal. Hot-deploys
-        the run did not see to the end are settled from the servers' logs since the journalled offsets (waiting
-        for them to confirm when `wait`, for a run that was killed); rollouts from the rollout store."""
+        """Turn a run's journal into its note (records grouped by commit), then close the journal; a run that
+        never `journalled` has none, so only the notes kept locally are pushed."""
+        records = self._journalled(run_id, conns, wait, desireds) if journalled else []
+        note: PushResult | None = None
+        by_commit: dict[str, list[Record]] = {}
+        for r in records:
+            by_commit.setdefault(r.commit, []).append(r)
+        try:
+            for commit, recs in by_commit.items():
+                note = self._record(commit, recs)
+            if note is None:
+                pushed = self.audit.push_pending()
+                note = None if pushed.reason == "nothing to push" else pushed
+        except ReconcilerError as e:
+            # the journal stays open: the next run writes the note
+            self.progress(f"cannot write the note of run {run_id} now ({e.message}); the next run will")
+            return None
+        if journalled:
+            self.journal.close(run_id)
+        return note
+
+    def _journalled(
+        self, run_id: str, conns: Connections, wait: bool, desireds: dict[str, Desired] | None
+    ) -> list[Record]:
+        """A run's records, from its journal. Hot-deploys the run did not see to the end are settled from the
+        servers' logs since the journalled offsets (waiting for them to confirm when `wait`, for a run that was
+        killed); rollouts from the rollout store."""
+        from reconciler.engine.journal import hot_deploy_records, interrupt_rollout, rollout_records
+
         j = self.journal.read(run_id)
         records = list(j.records)
         cache = desireds if desireds is not None else {}
@@ -497,22 +540,7 @@ class Engine:
                 continue
             records += rollout_records(rs, rollout, recorded, base)
             interrupt_rollout(self.store, rollout)
-        note: PushResult | None = None
-        by_commit: dict[str, list[Record]] = {}
-        for r in records:
-            by_commit.setdefault(r.commit, []).append(r)
-        try:
-            for commit, recs in by_commit.items():
-                note = self._record(commit, recs)
-            if note is None:
-                pushed = self.audit.push_pending()
-                note = None if pushed.reason == "nothing to push" else pushed
-        except ReconcilerError as e:
-            # the journal stays open: the next run writes the note
-            self.progress(f"cannot write the note of run {run_id} now ({e.message}); the next run will")
-            return None
-        self.journal.close(run_id)
-        return note
+        return records
 
     def _reread(self, step: HotDeployStep, conns: Connections, wait: bool, cache: dict[str, Desired]) -> Verdicts:
         """The verdicts in the servers' logs since the journalled offsets, for a hot-deploy whose run ended
@@ -547,6 +575,8 @@ class Engine:
     @property
     def store(self) -> RolloutStore:
         if self._store is None:
+            from reconciler.apply.store import RolloutStore
+
             self._store = RolloutStore.for_settings(self.settings)
         return self._store
 
@@ -558,7 +588,7 @@ class Engine:
         dc = run.desired(rollout.commit).cluster(rollout.cluster)
         spec = dc.spec
         transports = {s.name: conns.get(spec, s) for s in spec.servers}
-        op = self.journal.rollout(run.id, rollout)
+        op = run.journal.rollout(run.id, rollout)
         runner = RolloutRunner(self.store, dc, transports, progress=self.progress, stop=self.stop,
                                poll=self.settings.confirm_poll, guard=lease.check)
         outcomes = runner.run(rollout)
@@ -669,6 +699,20 @@ class _Run:
     desireds: dict[str, Desired] = field(default_factory=dict)
     records: list[Record] = field(default_factory=list)
     note: PushResult | None = None
+    #: whether this run is in the journal yet (`journal`)
+    opened: bool = False
+
+    @property
+    def journal(self) -> Journal:
+        """The run journal with this run open in it. Every write of the run comes through here, so the run is
+        opened at its first write, which comes before the side effect it announces (modules about to be copied, a
+        rollout taken up): a run killed before that did nothing to record. A run that never writes (nothing to
+        do) never opens the journal, nor the state database."""
+        journal = self.engine.journal
+        if not self.opened:
+            journal.open(self.id, self.commit, self.engine.by)
+            self.opened = True
+        return journal
 
     def desired(self, commit: str) -> Desired:
         if commit not in self.desireds:
@@ -683,7 +727,7 @@ class _Run:
     def add(self, records: list[Record], op: int | None = None) -> None:
         """What a step did, journalled at once (so a kill after this loses nothing); `op` is the step's entry."""
         if records or op is not None:
-            self.engine.journal.records(self.id, records, op)
+            self.journal.records(self.id, records, op)
         self.records += records
 
 

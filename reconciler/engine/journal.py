@@ -4,6 +4,7 @@ The promise is that git, the servers and the history agree. A run ends by record
 (Flux's `defer`-style finaliser), but a run can end without reaching its end: SIGKILL, a power cut, the OOM
 killer. So before each side effect the engine writes here what it is about to do (drop these modules on these
 servers, whose logs are at these offsets; run this rollout), and after it what came of it (the records). A run
+is entered here with its first write (`_Run.journal` in `engine/chain.py`), so one with nothing to do never is. A run
 that ends normally, or through an exception or a signal, turns its journal into the note and closes it. A run
 that was killed leaves it open; the next run finds it and finishes it first: it re-reads the servers' logs from
 the journalled offsets for the confirmations the killed run never saw, takes the rollout's own progress from the
@@ -29,7 +30,8 @@ from typing import Any
 from sqlalchemy import Connection, create_engine, delete, insert, select, update
 from sqlalchemy.engine import Engine as SAEngine
 
-from reconciler.apply.store import Rollout, RolloutStore, store_url
+from reconciler.apply.rollouts import Rollout
+from reconciler.apply.store import RolloutStore, store_url
 from reconciler.core.state import LogMark
 from reconciler.db.migrate import migrate
 from reconciler.db.schema import journal_t as entries_t

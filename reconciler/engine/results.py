@@ -10,15 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from reconciler.apply.hotdeploy import ServerResult
 from reconciler.apply.lease import LeaseHeld
 from reconciler.apply.rollout import RestartOutcome
-from reconciler.apply.store import Rollout
+from reconciler.apply.rollouts import Rollout
 from reconciler.core.plan import Plan
 from reconciler.core.state import Desired, ObservedCluster
-from reconciler.db import first_line
+from reconciler.db import db_errors, first_line
 from reconciler.errors import (
     Busy,
     HostKeyError,
@@ -166,7 +164,7 @@ ERROR_REASONS: tuple[tuple[type[ReconcilerError], Reason], ...] = (
 
 def error_outcome(e: Exception) -> ClusterOutcome:
     """An apply that raised instead of returning a report: Stalled errors need a person, the rest may pass."""
-    if isinstance(e, SQLAlchemyError):
+    if isinstance(e, db_errors()):
         return ClusterOutcome(False, "transient", Reason.STATE_DB_UNREACHABLE, first_line(e))
     if not isinstance(e, ReconcilerError):
         return ClusterOutcome(False, "transient", Reason.INTERNAL_ERROR, f"{type(e).__name__}: {e}")

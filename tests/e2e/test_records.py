@@ -3,7 +3,9 @@
 An apply SIGKILLed after staging, or after copying but before the confirmations, leaves a journal in the state
 dir; the next apply finishes its record first (reading the servers' logs since the journalled offsets) and
 converges. Ctrl-C while waiting for confirmations records `interrupted`. A note that could not be pushed goes out
-with the next apply, even one with nothing to do. Real sshd, real git, the stand-in; the CLI as a process.
+with the next apply, even one with nothing to do. An apply with nothing to do (issue 9) leaves the state database
+as it was and loads neither SQLAlchemy nor rich; one that finds a killed run still finishes its record. Real sshd,
+real git, the stand-in; the CLI as a process.
 """
 
 from __future__ import annotations
@@ -52,6 +54,36 @@ def wait_for_line(proc: subprocess.Popen[str], needle: str) -> None:
         if needle in line:
             return
     raise AssertionError(f"apply ended (exit {proc.wait()}) without printing {needle!r}")
+
+
+#: runs the CLI (arguments after the first, a file to write to) and writes there what it imported, whatever it exits
+WITH_MODULES = """import json, sys
+from reconciler.cli import main
+where = sys.argv.pop(1)
+try:
+    main()
+finally:
+    with open(where, "w") as f:
+        json.dump(sorted({m.split(".")[0] for m in sys.modules}), f)
+"""
+
+
+def apply_json(world: World) -> tuple[int, dict[str, Any], set[str]]:
+    """`apply --json` in a fresh interpreter: its exit code, its document and the top-level packages it imported."""
+    where = world.root.parent / f"{world.root.name}-modules.json"
+    env = os.environ | {"COLUMNS": "200", "NO_COLOR": "1"}
+    r = subprocess.run([sys.executable, "-c", WITH_MODULES, str(where), "apply", *world.common_args(), "--json"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    try:
+        return r.returncode, json.loads(r.stdout), set(json.loads(where.read_text()))
+    except ValueError as e:
+        raise AssertionError(f"exit {r.returncode}:\n{r.stdout}\n{r.stderr}") from e
+
+
+def assert_nothing_changed(code: int, data: dict[str, Any]) -> None:
+    assert code == 0 and data["ok"], data
+    assert data["plan"]["changes_pending"] is False and data["plan"]["complete"], data
+    assert data["servers"] == [] and data["rollouts"] == [] and data["scheduled"] == [] and not data["refused"]
 
 
 def staged(world: World) -> bool:
@@ -140,9 +172,11 @@ def test_a_note_kept_locally_is_pushed_by_a_later_apply_with_nothing_to_do(world
     assert len(note(world, commit)) == 12
 
 
-def test_the_daemons_first_poll_finishes_the_record_of_a_killed_apply(world: World) -> None:
+def killed_before_confirmation(world: World, deploy_delay: float) -> str:
+    """An apply of MODULES SIGKILLed once it copied them and waits for the servers (each slowed by `deploy_delay`
+    seconds) to confirm; the commit."""
     for s in world.servers:
-        world.set_faults(s, deploy_delay=1.0)
+        world.set_faults(s, deploy_delay=deploy_delay)
     commit = world.commit({"zato-gitops.yaml": world.manifest(), **MODULES})
     proc = start_apply(world)
     try:
@@ -150,9 +184,41 @@ def test_the_daemons_first_poll_finishes_the_record_of_a_killed_apply(world: Wor
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    return commit
+
+
+def test_the_daemons_first_poll_finishes_the_record_of_a_killed_apply(world: World) -> None:
+    commit = killed_before_confirmation(world, deploy_delay=1.0)
     d = world.daemon()
     d.wait_applied(commit)
     records = note(world, commit)
     # the killed run's confirmations, read from the logs; nothing deployed twice
     assert len(records) == 12 and {x["outcome"] for x in records} == {"confirmed"}
     assert len({x["run"] for x in records}) == 1
+
+
+def test_an_apply_with_nothing_to_do_loads_no_database_library_and_leaves_the_state_as_it_was(world: World) -> None:
+    commit = world.commit({"zato-gitops.yaml": world.manifest(), **MODULES})
+    r = world.cli("apply")
+    assert r.returncode == 0, r.stdout + r.stderr
+    state = world.state_dir / "jobs.sqlite"
+    before = (state.read_bytes(), state.stat().st_mtime_ns, note(world, commit))
+    code, data, modules = apply_json(world)
+    assert_nothing_changed(code, data)
+    assert data["commit"] == commit
+    assert {"sqlalchemy", "rich", "alembic"} & modules == set(), sorted(modules)
+    assert "reconciler" in modules  # the list is the CLI's own
+    assert (state.read_bytes(), state.stat().st_mtime_ns, note(world, commit)) == before
+
+
+def test_an_apply_that_finds_a_killed_run_finishes_its_record_through_the_journal(world: World) -> None:
+    commit = killed_before_confirmation(world, deploy_delay=1.5)
+    code, data, modules = apply_json(world)
+    assert "sqlalchemy" in modules  # the open run sent it to the journal
+    assert_nothing_changed(code, data)  # the killed run had copied everything, and it was confirmed
+    records = note(world, commit)
+    assert len(records) == 12 and {x["outcome"] for x in records} == {"confirmed"}
+    assert len({x["run"] for x in records}) == 1 and records[0]["run"] != data["run"]  # under the killed run's id
+    code, data, modules = apply_json(world)
+    assert_nothing_changed(code, data)
+    assert {"sqlalchemy", "rich"} & modules == set()  # its journal is closed: nothing is left to take up

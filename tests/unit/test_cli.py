@@ -452,6 +452,21 @@ def test_messages_with_brackets_are_printed_as_written(tmp_path: Path) -> None:
     assert result.stderr.startswith("error: '[bold]x' names no rollout")
 
 
+def test_lines_to_a_pipe_skip_rich_and_read_as_rich_writes_them(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from reconciler.cli import base
+
+    def lines() -> str:
+        base.progress("step [x]")
+        base.print_error("boom [bold]\ndetail", "do [this]")
+        return capsys.readouterr().err
+
+    plain = lines()
+    assert plain == "> step [x]\nerror: boom [bold]\ndetail\nhint: do [this]\n"
+    monkeypatch.setenv("TTY_COMPATIBLE", "0")  # rich decides (and finds no terminal)
+    assert lines() == plain
+
+
 def test_a_state_database_that_does_not_answer_is_one_error(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text('repo: x\nstate_db: "postgresql+psycopg://nobody@127.0.0.1:1/x"\n')

@@ -12,7 +12,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from reconciler.apply.store import RolloutStore
 from reconciler.core.state import LogMark
@@ -33,10 +33,10 @@ def engine(bed: GitBed, tmp_path: Path) -> Engine:
     return Engine(Settings(repo=str(bed.origin), state_dir=tmp_path / "state", confirm_timeout=1))
 
 
-def journal_drop(engine: Engine, run_id: str, commit: str) -> int:
-    op = engine.journal.hot_deploy(run_id, "prod", commit, MODULES, {"s1": ["crm.py"]},
-                                   {"s1": ["crm.py"], "s2": ["crm.py"]}, MARKS)
-    engine.journal.copied(run_id, op, "s1")
+def journal_drop(journal: Journal, run_id: str, commit: str) -> int:
+    op = journal.hot_deploy(run_id, "prod", commit, MODULES, {"s1": ["crm.py"]}, {"s1": ["crm.py"], "s2": ["crm.py"]},
+                            MARKS)
+    journal.copied(run_id, op, "s1")
     return op
 
 
@@ -50,13 +50,59 @@ def test_an_exception_in_a_run_records_what_was_done_as_interrupted(bed: GitBed,
     commit = bed.commit({"README": "x"}, "first")
     engine.fetch()
     with engine.connections() as conns, pytest.raises(RuntimeError), engine._run(commit, conns) as run:
-        journal_drop(engine, run.id, commit)
+        journal_drop(run.journal, run.id, commit)
         raise RuntimeError("lost the network")
     records = engine.audit.records_for(commit)
     assert [(r["server"], r["outcome"], r["dropped"], r["reason"]) for r in records] == [
         ("s1", "interrupted", True, "Interrupted"), ("s2", "interrupted", False, "Interrupted")]
     assert run.note is not None and run.note.pushed
     assert engine.journal.unfinished() == []
+
+
+def run_state(engine: Engine, run_id: str) -> str | None:
+    with engine.journal.engine.begin() as c:
+        return c.execute(select(runs_t.c.state).where(runs_t.c.run_id == run_id)).scalar_one_or_none()
+
+
+def test_a_run_enters_the_journal_at_its_first_write_not_before(bed: GitBed, engine: Engine) -> None:
+    commit = bed.commit({"README": "x"}, "first")
+    engine.fetch()
+    with engine.connections() as conns:
+        with engine._run(commit, conns) as idle:
+            idle.add([])  # a step that did nothing writes nothing
+        # nothing to do: nothing read or written, not even a state database made
+        assert not (engine.settings.state_dir / "jobs.sqlite").exists()
+        assert idle.note is None
+        with engine._run(commit, conns) as run:
+            op = journal_drop(run.journal, run.id, commit)  # the step is announced before its side effect...
+            assert run_state(engine, run.id) == "open"  # ...with the run's row already there
+            assert [h.op for h in engine.journal.read(run.id).pending_hot_deploys] == [op]
+            run.add([run.record(Action.HOT_DEPLOY, "confirmed", cluster="prod", server=s, module="services/crm.py")
+                     for s in ("s1", "s2")], op=op)
+    assert run_state(engine, run.id) == "closed" and run_state(engine, idle.id) is None
+    assert {(r["run"], r["server"]) for r in engine.audit.records_for(commit)} == {(run.id, "s1"), (run.id, "s2")}
+
+
+def note_kept_locally(bed: GitBed, engine: Engine) -> str:
+    """A commit whose note could not be pushed (the origin refused it), with the origin writable again."""
+    commit = bed.commit({"README": "x"}, "first")
+    engine.fetch()
+    hook = bed.origin / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho read-only >&2\nexit 1\n")
+    hook.chmod(0o755)
+    base = Record(at="", run="r1", by="me", commit=commit, action=Action.HOT_DEPLOY, outcome="confirmed")
+    assert not engine.audit.record(commit, [base.but(server="s1")]).pushed
+    assert engine.audit.pending()
+    hook.unlink()
+    return commit
+
+
+def test_a_run_with_nothing_to_do_still_pushes_the_notes_kept_locally(bed: GitBed, engine: Engine) -> None:
+    commit = note_kept_locally(bed, engine)
+    with engine.connections() as conns, engine._run(commit, conns) as run:
+        pass
+    assert run.note is not None and run.note.pushed and not engine.audit.pending()
+    assert not (engine.settings.state_dir / "jobs.sqlite").exists()
 
 
 def test_sigterm_ends_a_run_like_ctrl_c_and_it_is_recorded(bed: GitBed, engine: Engine) -> None:
@@ -69,7 +115,7 @@ def test_sigterm_ends_a_run_like_ctrl_c_and_it_is_recorded(bed: GitBed, engine: 
         interrupt_on_sigterm()
         with engine.connections() as conns, pytest.raises(KeyboardInterrupt), engine._run(commit, conns) as run:
             run.add([run.record(Action.OBSERVE, "failed", cluster="prod", server="s9", detail="unreachable")])
-            journal_drop(engine, run.id, commit)
+            journal_drop(run.journal, run.id, commit)
             os.kill(os.getpid(), signal.SIGTERM)
     finally:
         signal.signal(signal.SIGTERM, before)
@@ -84,7 +130,7 @@ def test_the_next_run_finishes_a_killed_runs_record_first(bed: GitBed, engine: E
     store = RolloutStore.for_settings(engine.settings)
     rollout = store.create("prod", commit, {s: {} for s in ["s1", "s2", "s3"]}, status="running", window=None)
     engine.journal.open("killed1", commit, "ops@box")
-    journal_drop(engine, "killed1", commit)
+    journal_drop(engine.journal, "killed1", commit)
     engine.journal.rollout("killed1", rollout)
     store.update_server(rollout.id, "s1", step="done", started="t0", ready="t1")
     store.update_server(rollout.id, "s2", step="starting", started="t2")
@@ -160,15 +206,7 @@ def test_a_record_round_trips_through_its_note_line() -> None:
 
 
 def test_recover_pushes_notes_an_earlier_push_left_behind(bed: GitBed, engine: Engine) -> None:
-    commit = bed.commit({"README": "x"}, "first")
-    engine.fetch()
-    hook = bed.origin / "hooks" / "pre-receive"
-    hook.write_text("#!/bin/sh\necho read-only >&2\nexit 1\n")
-    hook.chmod(0o755)
-    base = Record(at="", run="r1", by="me", commit=commit, action=Action.HOT_DEPLOY, outcome="confirmed")
-    assert not engine.audit.record(commit, [base.but(server="s1")]).pushed
-    assert engine.audit.pending()
-    hook.unlink()
+    note_kept_locally(bed, engine)
     result = engine.recover()  # what the daemon's poll calls
     assert result is not None and result.pushed and not engine.audit.pending()
     assert engine.recover() is None  # nothing left to do

@@ -19,7 +19,8 @@ import pytest
 from reconciler.apply.hotdeploy import hot_deploy
 from reconciler.apply.lease import Lease, LeaseHeld, LeaseSite
 from reconciler.apply.rollout import RolloutRunner
-from reconciler.apply.store import DOWN, RolloutStore
+from reconciler.apply.rollouts import DOWN
+from reconciler.apply.store import RolloutStore
 from reconciler.core.plan import plan_cluster
 from reconciler.core.state import (
     DesiredCluster,

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 HEAVY = {"alembic", "apscheduler", "psycopg", "prometheus_client", "jsonschema", "hypothesis", "paramiko",
-         "sqlalchemy", "pydantic", "git", "yaml"}
+         "sqlalchemy", "pydantic", "git", "yaml", "rich"}
 
 
 def imported(code: str) -> set[str]:
@@ -33,13 +33,14 @@ def test_help_imports_no_heavy_library() -> None:
     assert imported(code) == set()
 
 
-def test_the_apply_path_imports_no_migration_ssh_daemon_or_test_library() -> None:
-    """The engine (what apply, plan and history run) loads SQLAlchemy and git, but not Alembic, paramiko (only an
-    SSH server needs it), psycopg (only a postgresql:// state_db), APScheduler (the daemon, a window's cron),
-    prometheus_client or the test libraries."""
+def test_the_apply_path_imports_no_database_migration_ssh_daemon_drawing_or_test_library() -> None:
+    """The engine (what apply, plan and history run) loads git, but not SQLAlchemy (the journal and the rollout
+    store load it when a run writes or a rollout waits; an apply with nothing to do asks sqlite3), Alembic,
+    paramiko (only an SSH server needs it), psycopg (only a postgresql:// state_db), APScheduler (the daemon, a
+    window's cron), prometheus_client, rich (only what is drawn for people, never --json) or the test libraries."""
     loaded = imported("import reconciler.engine.chain, reconciler.cli.render")
-    assert loaded & {"alembic", "apscheduler", "paramiko", "psycopg", "prometheus_client", "jsonschema",
-                     "hypothesis"} == set()
+    assert loaded & {"sqlalchemy", "rich", "alembic", "apscheduler", "paramiko", "psycopg", "prometheus_client",
+                     "jsonschema", "hypothesis"} == set()
 
 
 def test_a_database_at_the_head_is_opened_without_alembic(tmp_path: Path) -> None:
