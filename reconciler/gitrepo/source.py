@@ -228,12 +228,24 @@ class Source:
             raise
         return repo
 
+    def _local_config(self) -> dict[str, str]:
+        """The clone's own config (remote URL, committer), read from its file: no `git config` process per key."""
+        assert self._repo is not None
+        reader = self._repo.config_reader("repository")
+        found: dict[str, str] = {}
+        for section, option, key in (('remote "origin"', "url", "remote.origin.url"), ("user", "name", "user.name"),
+                                     ("user", "email", "user.email")):
+            if reader.has_option(section, option):
+                found[key] = str(reader.get_value(section, option))
+        return found
+
     def _configure(self) -> None:
-        current = self.git("config", "--local", "--get", "remote.origin.url")
-        if not current.ok:
+        config = self._local_config()
+        current = config.get("remote.origin.url")
+        if current is None:
             self._check(self.git("remote", "add", "origin", self.url), "cannot add the remote")
-        elif current.out != self.url:
-            log.info("the repository URL changed from %s to %s; re-pointing the clone", redact(current.out),
+        elif current != self.url:
+            log.info("the repository URL changed from %s to %s; re-pointing the clone", redact(current),
                      self.safe_url)
             self._check(self.git("remote", "set-url", "origin", self.url), "cannot re-point the remote")
             # what was fetched from the old URL says nothing about the new one; our own notes stay
@@ -244,9 +256,9 @@ class Source:
             ("user.name", self.committer_name, "zato-gitops"),
             ("user.email", self.committer_email, f"zato-gitops@{socket.gethostname()}"),
         ):
-            if given is not None:
+            if given is not None and config.get(key) != given:
                 self._check(self.git("config", "--local", key, given), f"cannot set {key}")
-            elif not self.git("config", "--local", "--get", key).ok:
+            elif given is None and key not in config:
                 self._check(self.git("config", "--local", key, default), f"cannot set {key}")
 
     def _check(self, result: GitResult, what: str) -> GitResult:

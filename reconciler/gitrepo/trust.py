@@ -169,7 +169,7 @@ def mark_applied(source: Source, branch: str, commit: str) -> None:
     """Remember `commit` as the last applied one; a commit older than the one remembered (a drift heal of an
     earlier revision) leaves it where it is, so the history check never loosens."""
     last = last_applied(source, branch)
-    if last is not None and last != commit and is_ancestor(source, commit, last):
+    if last == commit or (last is not None and is_ancestor(source, commit, last)):
         return
     result = source.git("update-ref", applied_ref(branch), commit)
     if not result.ok:
