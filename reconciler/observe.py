@@ -10,10 +10,11 @@ output into an `ObservedServer` and is unit-tested on captured output.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
@@ -138,13 +139,19 @@ END {
   }
   if (miss) exit
   for (j = 1; j <= g; j++) {
-    print "@@" head[j]
+    # the pickup and deployed dirs go to files of their own when ZG_T names a dir: the script compares each with
+    # the listing the reconciler expects and sends `@@same` instead of thousands of lines
+    out = ""
+    if (ENVIRON["ZG_T"] != "" && (kind[j] == "current" || kind[j] == "pickup")) {
+      out = ENVIRON["ZG_T"] "/" kind[j]; printf "" > out
+    } else print "@@" head[j]
     last = j < g ? first[j + 1] - 1 : e
     for (i = first[j]; i <= last; i++) {
       if (!(i in h) || index(rel[i], "\\")) continue
       shown = kind[j] == "tree" ? "./" rel[i] : kind[j] == "file" ? groot[j] : rel[i]
-      print h[i] "  " shown
+      if (out == "") print h[i] "  " shown; else print h[i] "  " shown > out
     }
+    if (out != "") close(out)
   }
   print "@@log"; print (logline == "" ? "0 0" : logline)
   if (!hashed || ENVIRON["ZG_MODE"] != "rw") exit
@@ -166,7 +173,7 @@ END {
 HASH_CACHE = "zato-gitops.hashes"
 
 _OBSERVE_BODY = r"""
-d=$1; cache=$2; shift 2
+d=$1; cache=$2; want_current=$3; want_pickup=$4; shift 4
 cd -P -- "$d" 2>/dev/null || { echo "@@fatal no-dir"; exit 0; }
 [ -f .zato-info ] || { echo "@@fatal not-zato"; exit 0; }
 [ -f config/repo/server.conf ] || { echo "@@fatal no-conf"; exit 0; }
@@ -216,7 +223,8 @@ listing=$(list "$@" 2>/dev/null)
 c=$PWD/zato-gitops.hashes
 [ "$cache" = rw ] && [ ! -w . ] && cache=ro
 [ "$cache" = off ] && c=/dev/null
-export ZG_CACHE="$c" ZG_MODE="$cache" ZG_TMP="$c.$$"
+t=; { [ "$want_current" != - ] || [ "$want_pickup" != - ]; } && t=$(mktemp -d 2>/dev/null)
+export ZG_CACHE="$c" ZG_MODE="$cache" ZG_TMP="$c.$$" ZG_T="$t"
 # the sections go straight to stdout; what the cache cannot vouch for comes back on stderr, to be hashed
 exec 3>&1
 missing=$(printf '%s\n' "$listing" | LC_ALL=C awk "$ZG_JOIN" 2>&1 >&3)
@@ -227,6 +235,15 @@ if [ -n "$missing" ]; then
   elif [ "$cache" = rw ]; then rm -f -- "$c.$$"
   fi
 fi
+# each listing the reconciler sent the digest of (sorted `sha256  name` lines) is answered by `@@same` if it is
+# that listing, else in full
+same() {
+  f=$t/$1
+  [ -f "$f" ] || { echo "@@fatal listing"; return 0; }
+  if [ "$2" != - ] && [ "$(LC_ALL=C sort -- "$f" | sha256sum)" = "$2  -" ]; then echo "@@same $1"
+  else echo "@@$1"; cat -- "$f"; fi
+}
+if [ -n "$t" ]; then same current "$want_current"; same pickup "$want_pickup"; rm -rf -- "$t"; fi
 echo "@@end"
 """
 
@@ -284,7 +301,21 @@ _FATAL = {
     "no-dir": "the server directory {path} does not exist or cannot be entered by {user}",
     "not-zato": "{path} doesn't seem to belong to a Zato component (no .zato-info there)",
     "no-conf": "{path}/config/repo/server.conf is missing",
+    "listing": "the pickup and deployed dirs of {path} could not be listed (is the server's /tmp full?)",
 }
+
+
+#: the listings observe may be told to expect, by section: what the deployed dir (`current`) and the pickup dir
+#: (`pickup`) held, file name -> sha256
+Expected = Mapping[str, Mapping[str, str]]
+LISTINGS = ("current", "pickup")
+
+
+def listing_digest(listing: Mapping[str, str]) -> str:
+    """What the observe script compares a listing with: the sha256 of its `sha256  name` lines sorted bytewise
+    (`LC_ALL=C sort`; for UTF-8 names Python's code point order is the same)."""
+    lines = sorted(f"{digest}  {name}\n" for name, digest in listing.items())
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def _sources_text(section: list[str], no_eol: bool) -> str | None:
@@ -307,8 +338,9 @@ def _extra_pickup(lines: list[str], server_dir: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def parse_observation(cluster: Cluster, server: Server, text: str) -> ObservedServer:
-    """The pure half of observe: script output -> ObservedServer. Raises Stalled for a server dir that is wrong."""
+def parse_observation(cluster: Cluster, server: Server, text: str, expected: Expected | None = None) -> ObservedServer:
+    """The pure half of observe: script output -> ObservedServer. Raises Stalled for a server dir that is wrong.
+    A listing the script answered with `@@same` is the one in `expected` (the script checked its digest)."""
     sec = _sections(text)
     if "fatal" in sec:
         reason = sec["fatal"][0] if sec["fatal"] else "unknown"
@@ -344,8 +376,9 @@ def parse_observation(cluster: Cluster, server: Server, text: str) -> ObservedSe
             mode, _, path = key[len("static ") :].partition(":")
             static[path] = _hashes(lines, _REL.get(mode, posixpath.basename))
     sources_text = _sources_text(sec.get("sources") or ["missing"], "no-eol" in sec)
-    current = _hashes(sec.get("current", []))
-    pickup = _hashes(sec.get("pickup", []))
+    same = set(sec.get("same", [])) & set(expected or {})
+    current = dict(expected["current"]) if expected and "current" in same else _hashes(sec.get("current", []))
+    pickup = dict(expected["pickup"]) if expected and "pickup" in same else _hashes(sec.get("pickup", []))
     return ObservedServer(
         cluster=cluster.name,
         server=server,
@@ -377,15 +410,18 @@ def observe_server(
     timeout: float = 60.0,
     desired: DesiredCluster | None = None,
     cache: CacheMode = "ro",
+    expected: Expected | None = None,
 ) -> ObservedServer:
-    """One round trip: the observe script with the server dir, the cache mode and the static trees to hash."""
+    """One round trip: the observe script with the server dir, the cache mode, the digests of the listings we
+    expect (answered `@@same` when right) and the static trees to hash."""
     specs = static_specs(desired, server.path)
-    result = transport.run(script_argv(OBSERVE_SCRIPT, server.path, cache, *specs), timeout=timeout)
+    wants = [listing_digest(expected[s]) if expected and s in expected else "-" for s in LISTINGS]
+    result = transport.run(script_argv(OBSERVE_SCRIPT, server.path, cache, *wants, *specs), timeout=timeout)
     if not result.ok:
         raise Unreachable(
             f"{cluster.name}/{server.name}: observing failed (exit {result.exit_code}): {result.err_text()[:300]}"
         )
-    return parse_observation(cluster, server, result.text())
+    return parse_observation(cluster, server, result.text(), expected)
 
 
 ObserveError = tuple[str, str, ReconcilerError]
@@ -398,6 +434,7 @@ def observe_all(
     parallelism: int = 16,
     timeout: float = 60.0,
     cache: CacheMode = "ro",
+    expect: Callable[[DesiredCluster, Server], Expected | None] = lambda _d, _s: None,
 ) -> tuple[dict[str, ObservedCluster], list[ObserveError]]:
     """Observe every server of every cluster in parallel, one round trip each.
 
@@ -411,7 +448,7 @@ def observe_all(
         d, s = job
         c = d.spec
         try:
-            results[(c.name, s.name)] = observe_server(connect(c, s), c, s, timeout, d, cache)
+            results[(c.name, s.name)] = observe_server(connect(c, s), c, s, timeout, d, cache, expect(d, s))
         except ReconcilerError as e:
             failures.append((c.name, s.name, e))
 

@@ -38,6 +38,7 @@ from reconciler.core.release import Release, release, wanted_shas
 from reconciler.core.state import Desired, DesiredCluster, Module
 from reconciler.db.probe import quiet
 from reconciler.engine.facts import FactFile
+from reconciler.engine.listings import Listings
 from reconciler.engine.results import ApplyReport, PlanReport
 from reconciler.engine.scheduler import next_window, window_due, window_open
 from reconciler.errors import Busy, ReconcilerError, SourceError, Stalled, Unreachable
@@ -102,6 +103,8 @@ class Engine:
         self.audit = Audit(self.source)
         #: sha256 and compile verdicts by blob id, so an unchanged module is never compiled twice
         self.facts = FactFile(Path(settings.state_dir) / "facts.json")
+        #: what each server's pickup and deployed dirs held when last observed: observe sends its digest
+        self.listings = Listings(Path(settings.state_dir) / "listings.json")
         self._store: RolloutStore | None = None
         self._journal: Journal | None = None
         #: `apply --timeout`: an operator's word wins over the manifest's confirm_timeout
@@ -202,8 +205,12 @@ class Engine:
         self.progress(f"observing {n} server{'s' if n != 1 else ''}")
         observed, failures = observe_all(
             clusters, conns.get, parallelism=self.settings.parallelism, timeout=self.settings.command_timeout,
-            cache=cache,
+            cache=cache, expect=lambda dc, server: self.listings.expected(dc, server.name),
         )
+        for dc in clusters:
+            for server in observed[dc.name].servers if dc.name in observed else ():
+                self.listings.remember(dc, server)
+        self.listings.save()
         return PlanReport(desired.commit, desired, observed, plan(desired, observed), failures)
 
     def plan(

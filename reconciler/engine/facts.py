@@ -34,6 +34,20 @@ def _python() -> str:
     return f"{sys.implementation.name}-{sys.version_info.major}.{sys.version_info.minor}"
 
 
+def write_json(path: Path, body: object) -> None:
+    """Replace `path` with `body` as JSON, atomically (a temporary file in the same dir, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(body, f, separators=(",", ":"))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 class FactFile:
     """A FactCache kept in one JSON file, loaded on first use and written back by `save()` when it changed."""
 
@@ -88,16 +102,7 @@ class FactFile:
             body = {"format": FORMAT, "python": _python(),
                     "facts": {b: [facts[b].sha256, list(facts[b].problems)] for b in keep}}
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=".facts-", dir=self.path.parent)
-                try:
-                    with os.fdopen(fd, "w") as f:
-                        json.dump(body, f, separators=(",", ":"))
-                    os.replace(tmp, self.path)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        os.unlink(tmp)
-                    raise
+                write_json(self.path, body)
             except OSError as e:
                 log.warning("cannot save the fact cache %s: %s", self.path, e)
                 return

@@ -12,8 +12,8 @@ import pytest
 
 from reconciler.core.state import ObservedServer
 from reconciler.errors import Stalled
-from reconciler.manifest.model import Cluster
-from reconciler.observe import HASH_CACHE, OBSERVE_SCRIPT, parse_observation
+from reconciler.manifest.model import Cluster, Server
+from reconciler.observe import HASH_CACHE, OBSERVE_SCRIPT, listing_digest, parse_observation
 from reconciler.transport import script_argv
 
 CONF = """[main]
@@ -43,7 +43,7 @@ def observe(root: Path, version: str = "3.2") -> ObservedServer:
     cluster = Cluster.model_validate(
         {"name": "prod", "zato_version": version, "servers": [{"name": "s1", "path": str(root)}]}
     )
-    out = subprocess.run(script_argv(OBSERVE_SCRIPT, str(root), "ro"), capture_output=True, check=True).stdout
+    out = subprocess.run(script_argv(OBSERVE_SCRIPT, str(root), "ro", "-", "-"), capture_output=True, check=True).stdout
     return parse_observation(cluster, cluster.servers[0], out.decode())
 
 
@@ -137,7 +137,7 @@ def test_the_running_servers_environment_and_pickup_conf_name_the_folders_it_rea
     try:
         (srv / "pidfile").write_text(str(proc.pid))
         cluster = Cluster.model_validate({"name": "prod", "servers": [{"name": "s1", "path": str(srv)}]})
-        argv = script_argv(OBSERVE_SCRIPT, str(srv), "ro")
+        argv = script_argv(OBSERVE_SCRIPT, str(srv), "ro", "-", "-")
         out = subprocess.run(argv, capture_output=True, check=True).stdout.decode()
         obs = parse_observation(cluster, cluster.servers[0], out)
     finally:
@@ -167,12 +167,14 @@ def test_ipc_port_start_is_read_from_whichever_section_holds_it(tmp_path: Path) 
 # --- the server's hash cache ---------------------------------------------------------------------------------------
 
 
-def run_script(srv: Path, cache: str, now: float | None = None, *specs: str) -> str:
+def run_script(
+    srv: Path, cache: str, now: float | None = None, *specs: str, wants: tuple[str, str] = ("-", "-")
+) -> str:
     env = dict(os.environ)
     if now is not None:
         env["ZG_NOW"] = str(now)
-    return subprocess.run(script_argv(OBSERVE_SCRIPT, str(srv), cache, *specs), capture_output=True, check=True,
-                          env=env).stdout.decode()
+    return subprocess.run(script_argv(OBSERVE_SCRIPT, str(srv), cache, *wants, *specs), capture_output=True,
+                          check=True, env=env).stdout.decode()
 
 
 def observed(text: str, srv: Path) -> ObservedServer:
@@ -275,3 +277,58 @@ def test_static_trees_files_and_flat_dirs_are_hashed_through_the_cache_too(tmp_p
             str(flat): {"f.py": hashlib.sha256(b"f\n").hexdigest()},
             str(one): {"": hashlib.sha256(b"o\n").hexdigest()},
         }, mode
+
+
+def test_a_listing_that_is_what_we_expect_comes_back_as_same_and_any_other_in_full(tmp_path: Path) -> None:
+    srv, current = deployed_server(tmp_path)
+    right = {f"m{i}.py": hashlib.sha256(f"x = {i}\n".encode()).hexdigest() for i in range(3)}
+    pickup: dict[str, str] = {}
+    text = run_script(srv, "ro", wants=(listing_digest(right), listing_digest(pickup)))
+    assert "@@same current" in text and "@@same pickup" in text and "m1.py" not in text
+    obs = parse_observation(*cluster_and_server(srv), text, {"current": right, "pickup": pickup})
+    assert obs.deployed == right and obs.pickup == {}
+    # one module differs from what we expect: the whole listing comes back, and it is what is on the server
+    wrong = dict(right, **{"m1.py": "0" * 64})
+    text = run_script(srv, "ro", wants=(listing_digest(wrong), "-"))
+    assert "@@same current" not in text
+    assert parse_observation(*cluster_and_server(srv), text, {"current": wrong}).deployed == right
+    # a file we do not expect at all (demo.py) also makes it differ
+    (current / "demo.py").write_text("d\n")
+    text = run_script(srv, "ro", wants=(listing_digest(right), "-"))
+    assert parse_observation(*cluster_and_server(srv), text, {"current": right}).deployed["demo.py"]
+
+
+def cluster_and_server(srv: Path) -> tuple[Cluster, Server]:
+    servers = [{"name": "s1", "path": str(srv)}]
+    cluster = Cluster.model_validate({"name": "prod", "zato_version": "3.2", "servers": servers})
+    return cluster, cluster.servers[0]
+
+
+def test_listings_remember_a_server_as_a_difference_from_the_desired_modules(tmp_path: Path) -> None:
+    """What is kept per server is a few names whatever the number of modules, and gives back the listing seen."""
+    from reconciler.core.state import DesiredCluster, Module
+    from reconciler.engine.listings import Listings
+
+    cluster, _ = cluster_and_server(tmp_path)
+    modules = {f"m{i}.py": Module(f"m{i}.py", f"services/m{i}.py", f"{i:064x}", f"b{i}", b"") for i in range(100)}
+    dc = DesiredCluster(cluster, modules)
+    seen = {n: m.sha256 for n, m in modules.items() if n != "m7.py"} | {"m3.py": "f" * 64, "demo.py": "d" * 64}
+    srv, _ = deployed_server(tmp_path)
+    observed = observed_with(srv, deployed=seen, pickup={"demo.py": "d" * 64})
+    memo = Listings(tmp_path / "state" / "listings.json")
+    memo.remember(dc, observed)
+    memo.save()
+    again = Listings(tmp_path / "state" / "listings.json")  # read back from the file
+    assert again.expected(dc, "s1") == {"current": seen, "pickup": {"demo.py": "d" * 64}}
+    kept = (tmp_path / "state" / "listings.json").read_text()
+    assert len(kept) < 500  # absent: m3.py, m7.py; extra: m3.py, demo.py -- not the 100 names
+    # a module changed in git: what we expect follows the desired state (the server then answers in full)
+    changed = DesiredCluster(cluster, dict(modules, **{"m1.py": Module("m1.py", "services/m1.py", "e" * 64, "x", b"")}))
+    assert again.expected(changed, "s1")["current"]["m1.py"] == "e" * 64  # type: ignore[index]
+    assert again.expected(dc, "unknown") is None
+
+
+def observed_with(srv: Path, deployed: dict[str, str], pickup: dict[str, str]) -> ObservedServer:
+    import dataclasses
+
+    return dataclasses.replace(observed(run_script(srv, "ro"), srv), deployed=deployed, pickup=pickup)
