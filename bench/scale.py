@@ -615,9 +615,9 @@ def main() -> int:
         info["date"] = f"{kept['machine']['date']} to {info['date']}"
     notes = [f"first deploy timed where servers x modules <= {args.first_cap:,}; larger cells were seeded untimed "
              "(the modules written into every server's deployed dir) and measured for the no-op and one change",
-             f"ansible and pyinfra ran on {', '.join(sorted(f'{a}x{b}' for a, b in peer_cells))} only, and "
-             f"ansible's builtin.copy on {'x'.join(map(str, min(peer_cells)))} only: they take minutes per scenario "
-             "beyond that"]
+             f"{', '.join(peers) or 'no peer'} ran on {', '.join(sorted(f'{a}x{b}' for a, b in peer_cells))} only"
+             + (f", and ansible's builtin.copy on {'x'.join(map(str, min(peer_cells)))} only"
+                if "ansible-copy" in peers else "") + ": they take minutes per scenario beyond that"]
 
     def save() -> None:
         args.raw.write_text(json.dumps({"machine": info, "cells": cells, "notes": notes,
