@@ -243,17 +243,26 @@ def test_a_cut_off_cache_is_ignored_whole(tmp_path: Path) -> None:
     assert observed(run_script(srv, "ro"), srv).deployed["m2.py"] == hashlib.sha256(b"x = 2\n").hexdigest()
 
 
-def test_a_server_dir_we_cannot_write_is_observed_without_writing_a_cache(tmp_path: Path) -> None:
-    srv, _ = deployed_server(tmp_path)
-    os.chmod(srv, 0o555)
+def test_a_server_dir_we_cannot_write_is_observed_without_writing_a_cache() -> None:
+    """As root (CI) every directory is writable, so the script runs as nobody (setpriv) on a world-readable copy."""
+    import shutil
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(dir="/tmp"))
     try:
-        if os.access(srv, os.W_OK):
-            pytest.skip("running as root: every directory is writable")
-        obs = observed(run_script(srv, "rw", later()), srv)
+        top.chmod(0o755)
+        srv, _ = deployed_server(top)
+        srv.chmod(0o555)
+        argv = script_argv(OBSERVE_SCRIPT, str(srv), "rw", "-", "-")
+        if os.geteuid() == 0:
+            argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+        text = subprocess.run(argv, capture_output=True, check=True, env=dict(os.environ, ZG_NOW=str(later())),
+                              cwd="/").stdout.decode()
+        obs = observed(text, srv)
+        assert obs.deployed["m0.py"] == hashlib.sha256(b"x = 0\n").hexdigest()
+        assert not (srv / HASH_CACHE).exists()
     finally:
-        os.chmod(srv, 0o755)
-    assert obs.deployed["m0.py"] == hashlib.sha256(b"x = 0\n").hexdigest()
-    assert not (srv / HASH_CACHE).exists()
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def test_static_trees_files_and_flat_dirs_are_hashed_through_the_cache_too(tmp_path: Path) -> None:
