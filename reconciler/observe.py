@@ -4,7 +4,7 @@ The script runs with the server directory as its only argument (passed as a posi
 into the script). It reads server.conf, resolves the pickup and work dirs the way Zato does (relative to
 config/repo, `~` expanded, absolute paths as given), and prints sections: the .zato-info file, the resolved paths,
 the sha256 of each `*.py` in the deployed dir and the pickup dir, the log's size and inode, and whether the pidfile
-names a live process. Only sh, awk, stat and sha256sum are needed on the server. `parse_observation` turns the
+names a live process. Only sh, awk (mawk or gawk), GNU find, sort and sha256sum are needed on the server. `parse_observation` turns the
 output into an `ObservedServer` and is unit-tested on captured output.
 """
 
@@ -24,11 +24,12 @@ from reconciler.manifest.model import Cluster, Server
 from reconciler.transport import Transport, script_argv
 from reconciler.zato.profiles import profile
 
-#: the first awk of the observe script: reads .zato-info, server.conf, the server process's environment (one
-#: `K=V` a line) and pickup.conf, in that order; prints the resolved pickup dir, deployed dir and
-#: service-sources.txt (one a line, for the script), then the @@info, @@paths, @@overrides, @@extra and @@sources
-#: sections. Every rule is Zato's: a setting from the environment wins over server.conf's, relative paths resolve
-#: against config/repo (the work dir's own children against the work dir), `~` is $HOME.
+#: the first awk of the observe script: reads .zato-info, server.conf, the server process's environment
+#: (NUL-separated `K=V`, read with RS set to NUL) and pickup.conf, in that order; prints the resolved pickup dir
+#: and deployed dir (one a line, for the script), then the @@info, @@paths, @@overrides, @@extra and @@sources
+#: sections (and @@no-eol when service-sources.txt does not end in a newline). Every rule is Zato's: a setting
+#: from the environment wins over server.conf's, relative paths resolve against config/repo (the work dir's own
+#: children against the work dir), `~` is $HOME.
 SETTINGS_AWK = r"""
 function trim(s) { gsub(/^[ \t]+|[ \t\r]+$/, "", s); return s }
 function res(v, base) {
@@ -71,7 +72,7 @@ END {
   current = res(cwd, work)
   ss = setting("main", "service_sources"); if (ss == "") ss = "./service-sources.txt"
   sources = res(ss, repo)
-  print pickup; print current; print sources
+  print pickup; print current
   printf "@@info\n%s\n", info
   print "@@paths"
   print "server_dir=" dir; print "work_dir=" work; print "pickup_dir=" pickup; print "current_dir=" current
@@ -89,22 +90,29 @@ END {
   for (k = 1; k <= n; k++) if (env[ks[k]] != "") print "env " ks[k] " " env[ks[k]]
   for (k = 1; k <= nx; k++) print extra[k]
   # awk ends every line it prints, so a file without a final newline (as a fresh quickstart leaves it) cannot
-  # glue our next marker to its last entry; the script says whether the file had one (@@no-eol)
-  if ((r = (getline line < sources)) < 0) { print "@@sources missing"; exit }
+  # glue our next marker to its last entry; the file is read whole (RS: a byte no text file holds) to tell
+  # whether it had one (@@no-eol)
+  RS = "\001"; all = ""; n = 0
+  while ((r = (getline part < sources)) > 0) all = all (n++ ? "\001" : "") part
+  if (r < 0 && n == 0) { print "@@sources missing"; exit }
   print "@@sources present"
-  while (r > 0) { print "|" line; r = (getline line < sources) }
+  m = split(all, ls, "\n")
+  for (k = 1; k <= m; k++) if (k < m || ls[k] != "") print "|" ls[k]
+  if (all != "" && substr(all, length(all)) != "\n") print "@@no-eol"
 }
 """
 
-#: the second awk: joins the listing of every file to hash with the server's hash cache and prints the @@static,
-#: @@current, @@pickup and @@log sections in sha256sum's format. The listing comes in groups: a line
-#: `G<TAB>kind<TAB>root<TAB>section` (kind: current, pickup, file, flat or tree), then one line per file,
-#: `inode size mtime ctime<TAB>path under root` (`find -printf`). A file whose inode, size, mtime and ctime all
-#: match its cached entry is not read again. The paths of the files the cache cannot vouch for go to stderr and
-#: nothing to stdout; run again with their `sha256sum` lines after `@@hashed`, it prints the sections and
-#: (ZG_MODE=rw) writes the cache anew. Only files whose ctime is more than 2 s older than the listing are cached:
-#: a second write within the same clock tick as the one we hashed could otherwise leave every stat field as it
-#: was, and nobody can set a file's ctime back. ZG_NOW (seconds) stands in for the server's clock in tests.
+#: the second awk: joins the listing of every file to hash with the server's hash cache. The listing comes in
+#: groups: a line `G<TAB>kind<TAB>root<TAB>section` (kind: current, pickup, file, flat or tree), then one line per
+#: file, `inode size mtime ctime<TAB>path under root` (`find -printf`). A file whose inode, size, mtime and ctime
+#: all match its cached entry is not read again. When some file is not vouched for, its path goes to stderr, nothing
+#: to stdout, and awk exits 3; run again with their `sha256sum` lines after `@@hashed`, it goes on. It prints the
+#: @@static sections and @@log on stdout, in sha256sum's format, and the pickup and deployed dirs' listing on stderr
+#: as `kind sha256  name` lines (the script answers that one with `@@same` when it is the listing the reconciler
+#: expects). With ZG_MODE=rw it writes the cache anew (exit 4 if that failed). Only files whose ctime is more than
+#: 2 s older than the listing are cached: a second write within the same clock tick as the one we hashed could
+#: otherwise leave every stat field as it was, and nobody can set a file's ctime back. ZG_NOW (seconds) stands in
+#: for the server's clock in tests.
 JOIN_AWK = r"""
 BEGIN {
   FS = "\t"; cf = ENVIRON["ZG_CACHE"]; tmp = ENVIRON["ZG_TMP"]
@@ -137,21 +145,16 @@ END {
     if ((k in cst) && cst[k] == st[i]) h[i] = csha[k]
     else if (!hashed) { print p > "/dev/stderr"; miss = 1 }
   }
-  if (miss) exit
+  if (miss) exit 3
   for (j = 1; j <= g; j++) {
-    # the pickup and deployed dirs go to files of their own when ZG_T names a dir: the script compares each with
-    # the listing the reconciler expects and sends `@@same` instead of thousands of lines
-    out = ""
-    if (ENVIRON["ZG_T"] != "" && (kind[j] == "current" || kind[j] == "pickup")) {
-      out = ENVIRON["ZG_T"] "/" kind[j]; printf "" > out
-    } else print "@@" head[j]
+    listed = kind[j] == "current" || kind[j] == "pickup"
+    if (!listed) print "@@" head[j]
     last = j < g ? first[j + 1] - 1 : e
     for (i = first[j]; i <= last; i++) {
       if (!(i in h) || index(rel[i], "\\")) continue
-      shown = kind[j] == "tree" ? "./" rel[i] : kind[j] == "file" ? groot[j] : rel[i]
-      if (out == "") print h[i] "  " shown; else print h[i] "  " shown > out
+      if (listed) { print kind[j] " " h[i] "  " rel[i] > "/dev/stderr"; continue }
+      print h[i] "  " (kind[j] == "tree" ? "./" rel[i] : kind[j] == "file" ? groot[j] : rel[i])
     }
-    if (out != "") close(out)
   }
   print "@@log"; print (logline == "" ? "0 0" : logline)
   if (!hashed || ENVIRON["ZG_MODE"] != "rw") exit
@@ -164,7 +167,7 @@ END {
     }
   }
   print "@@end" > tmp
-  if (close(tmp) != 0) exit 1
+  if (close(tmp) != 0) exit 4
 }
 """
 
@@ -173,7 +176,7 @@ END {
 HASH_CACHE = "zato-gitops.hashes"
 
 _OBSERVE_BODY = r"""
-d=$1; cache=$2; want_current=$3; want_pickup=$4; shift 4
+d=$1; cache=$2; lists=$3; want=$4; shift 4
 cd -P -- "$d" 2>/dev/null || { echo "@@fatal no-dir"; exit 0; }
 [ -f .zato-info ] || { echo "@@fatal not-zato"; exit 0; }
 [ -f config/repo/server.conf ] || { echo "@@fatal no-conf"; exit 0; }
@@ -192,14 +195,15 @@ case $state in
   running*) if [ -r "/proc/$p/environ" ]; then envr=read; ev=/proc/$p/environ; else envr=unreadable; fi ;;
 esac
 pc=/dev/null; [ -f config/repo/pickup.conf ] && pc=config/repo/pickup.conf
-out=$(tr '\0' '\n' < "$ev" 2>/dev/null |
-  ZG_DIR=$PWD ZG_ENVR=$envr LC_ALL=C awk "$ZG_SETTINGS" .zato-info config/repo/server.conf - "$pc")
+settings() {
+  ZG_DIR=$PWD ZG_ENVR=$1 LC_ALL=C awk "$ZG_SETTINGS" .zato-info config/repo/server.conf RS='\0' "$2" RS='\n' "$pc"
+}
+# a server that stopped since the check above takes its environ with it: read the rest without it
+out=$(settings "$envr" "$ev" 2>/dev/null) || [ "$ev" = /dev/null ] || out=$(settings unreadable /dev/null 2>/dev/null)
 pickup=${out%%"$nl"*}; out=${out#*"$nl"}
 current=${out%%"$nl"*}; out=${out#*"$nl"}
-sources=${out%%"$nl"*}; out=${out#*"$nl"}
 printf '%s\n' "$out"
 echo "@@pid"; echo "$state"
-[ -s "$sources" ] && [ -f "$sources" ] && [ -n "$(tail -c 1 -- "$sources")" ] && echo "@@no-eol"
 list() {
   st='%i %s %T@ %C@\t'
   for spec in "$@"; do
@@ -213,37 +217,41 @@ list() {
             find "$sp/" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -printf "$st%P\n" ;;
     esac
   done
-  printf 'G\tcurrent\t%s/\tcurrent\n' "$current"
-  find logs/server.log "$current/" -maxdepth 1 \( -path logs/server.log -printf 'L\t%s %i\n' \) -o \
+  # the log's size and inode come with the last dir's listing (one find fewer)
+  k=pickup; last=$pickup
+  if [ "$lists" = both ]; then
+    printf 'G\tpickup\t%s/\tpickup\n' "$pickup"
+    find "$pickup/" -maxdepth 1 -name '*.py' ! -name '.*' -type f -printf "$st%P\n"
+    k=current; last=$current
+  fi
+  printf 'G\t%s\t%s/\t%s\n' "$k" "$last" "$k"
+  find logs/server.log "$last/" -maxdepth 1 \( -path logs/server.log -printf 'L\t%s %i\n' \) -o \
     \( -name '*.py' ! -name '.*' -type f -printf "$st%P\n" \)
-  printf 'G\tpickup\t%s/\tpickup\n' "$pickup"
-  find "$pickup/" -maxdepth 1 -name '*.py' ! -name '.*' -type f -printf "$st%P\n"
 }
 listing=$(list "$@" 2>/dev/null)
 c=$PWD/zato-gitops.hashes
 [ "$cache" = rw ] && [ ! -w . ] && cache=ro
 [ "$cache" = off ] && c=/dev/null
-t=; { [ "$want_current" != - ] || [ "$want_pickup" != - ]; } && t=$(mktemp -d 2>/dev/null)
-export ZG_CACHE="$c" ZG_MODE="$cache" ZG_TMP="$c.$$" ZG_T="$t"
-# the sections go straight to stdout; what the cache cannot vouch for comes back on stderr, to be hashed
+export ZG_CACHE="$c" ZG_MODE="$cache" ZG_TMP="$c.$$"
+# the sections go straight to stdout; the pickup and deployed dirs' listing (or what the cache cannot vouch for,
+# to be hashed: exit 3) comes back on stderr
 exec 3>&1
-missing=$(printf '%s\n' "$listing" | LC_ALL=C awk "$ZG_JOIN" 2>&1 >&3)
-if [ -n "$missing" ]; then
-  hashed=$(printf '%s\n' "$missing" | tr '\n' '\0' | xargs -0 sha256sum -- 2>/dev/null)
-  if printf '%s\n@@hashed\n%s\n' "$listing" "$hashed" | LC_ALL=C awk "$ZG_JOIN" && [ "$cache" = rw ]; then
-    mv -f -- "$c.$$" "$c" 2>/dev/null || rm -f -- "$c.$$"
-  elif [ "$cache" = rw ]; then rm -f -- "$c.$$"
+lst=$(printf '%s\n' "$listing" | LC_ALL=C awk "$ZG_JOIN" 2>&1 >&3); rc=$?
+if [ "$rc" = 3 ]; then
+  hashed=$(printf '%s\n' "$lst" | tr '\n' '\0' | xargs -0 sha256sum -- 2>/dev/null)
+  lst=$(printf '%s\n@@hashed\n%s\n' "$listing" "$hashed" | LC_ALL=C awk "$ZG_JOIN" 2>&1 >&3); rc=$?
+  if [ "$cache" = rw ]; then
+    # a cache written by a run killed mid-way is left as `zato-gitops.hashes.PID`: the next writer removes it
+    for f in "$c".*; do [ -f "$f" ] && [ "$f" != "$c.$$" ] && rm -f -- "$f"; done
+    if [ "$rc" = 0 ]; then mv -f -- "$c.$$" "$c" 2>/dev/null || rm -f -- "$c.$$"; else rm -f -- "$c.$$"; fi
   fi
+  [ "$rc" = 4 ] && rc=0
 fi
-# each listing the reconciler sent the digest of (sorted `sha256  name` lines) is answered by `@@same` if it is
-# that listing, else in full
-same() {
-  f=$t/$1
-  [ -f "$f" ] || { echo "@@fatal listing"; return 0; }
-  if [ "$2" != - ] && [ "$(LC_ALL=C sort -- "$f" | sha256sum)" = "$2  -" ]; then echo "@@same $1"
-  else echo "@@$1"; cat -- "$f"; fi
-}
-if [ -n "$t" ]; then same current "$want_current"; same pickup "$want_pickup"; rm -rf -- "$t"; fi
+[ "$rc" = 0 ] || { echo "@@fatal hashing"; exit 0; }
+# the reconciler sent the digest of the listing it expects (its `kind sha256  name` lines sorted bytewise):
+# `@@same` if this is it, else the listing in full
+if [ "$want" != - ] && [ "$(printf '%s\n' "$lst" | LC_ALL=C sort | sha256sum)" = "$want  -" ]; then echo "@@same"
+else echo "@@listing"; printf '%s\n' "$lst"; fi
 echo "@@end"
 """
 
@@ -301,7 +309,7 @@ _FATAL = {
     "no-dir": "the server directory {path} does not exist or cannot be entered by {user}",
     "not-zato": "{path} doesn't seem to belong to a Zato component (no .zato-info there)",
     "no-conf": "{path}/config/repo/server.conf is missing",
-    "listing": "the pickup and deployed dirs of {path} could not be listed (is the server's /tmp full?)",
+    "hashing": "the files under {path} could not be hashed (awk failed on the server)",
 }
 
 
@@ -311,11 +319,26 @@ Expected = Mapping[str, Mapping[str, str]]
 LISTINGS = ("current", "pickup")
 
 
-def listing_digest(listing: Mapping[str, str]) -> str:
-    """What the observe script compares a listing with: the sha256 of its `sha256  name` lines sorted bytewise
-    (`LC_ALL=C sort`; for UTF-8 names Python's code point order is the same)."""
-    lines = sorted(f"{digest}  {name}\n" for name, digest in listing.items())
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
+def listed(deployed_in: str) -> tuple[str, ...]:
+    """The listings observe returns: the pickup dir always; the deployed dir where it is its own
+    (`work/hot-deploy/current`, 3.2 and 3.3; on 4.1 the pickup dir is the deployed dir)."""
+    return LISTINGS if deployed_in == "work" else ("pickup",)
+
+
+def listing_digest(listing: Expected) -> str:
+    """What the observe script compares its listing with: the sha256 of its `kind sha256  name` lines sorted
+    bytewise (`LC_ALL=C sort`; for UTF-8 names Python's code point order is the same), newline-terminated."""
+    lines = sorted(f"{kind} {digest}  {name}" for kind, files in listing.items() for name, digest in files.items())
+    return hashlib.sha256(("\n".join(lines) + "\n").encode()).hexdigest()
+
+
+def _listing(lines: list[str]) -> dict[str, list[str]]:
+    """`kind sha256  name` lines -> {kind: sha256sum-style lines}."""
+    out: dict[str, list[str]] = {}
+    for line in lines:
+        kind, _, rest = line.partition(" ")
+        out.setdefault(kind, []).append(rest)
+    return out
 
 
 def _sources_text(section: list[str], no_eol: bool) -> str | None:
@@ -376,9 +399,11 @@ def parse_observation(cluster: Cluster, server: Server, text: str, expected: Exp
             mode, _, path = key[len("static ") :].partition(":")
             static[path] = _hashes(lines, _REL.get(mode, posixpath.basename))
     sources_text = _sources_text(sec.get("sources") or ["missing"], "no-eol" in sec)
-    same = set(sec.get("same", [])) & set(expected or {})
-    current = dict(expected["current"]) if expected and "current" in same else _hashes(sec.get("current", []))
-    pickup = dict(expected["pickup"]) if expected and "pickup" in same else _hashes(sec.get("pickup", []))
+    if "same" in sec and expected:
+        current, pickup = dict(expected.get("current", {})), dict(expected.get("pickup", {}))
+    else:
+        listing = _listing(sec.get("listing", []))
+        current, pickup = _hashes(listing.get("current", [])), _hashes(listing.get("pickup", []))
     return ObservedServer(
         cluster=cluster.name,
         server=server,
@@ -412,11 +437,15 @@ def observe_server(
     cache: CacheMode = "ro",
     expected: Expected | None = None,
 ) -> ObservedServer:
-    """One round trip: the observe script with the server dir, the cache mode, the digests of the listings we
-    expect (answered `@@same` when right) and the static trees to hash."""
+    """One round trip: the observe script with the server dir, the cache mode, the listings it returns, the digest
+    of what we expect them to hold (answered `@@same` when right) and the static trees to hash."""
     specs = static_specs(desired, server.path)
-    wants = [listing_digest(expected[s]) if expected and s in expected else "-" for s in LISTINGS]
-    result = transport.run(script_argv(OBSERVE_SCRIPT, server.path, cache, *wants, *specs), timeout=timeout)
+    kinds = listed(profile(cluster.zato_version).deployed_in)
+    want = "-"
+    if expected and all(k in expected for k in kinds):
+        want = listing_digest({k: expected[k] for k in kinds})
+    lists = "both" if len(kinds) == 2 else "pickup"
+    result = transport.run(script_argv(OBSERVE_SCRIPT, server.path, cache, lists, want, *specs), timeout=timeout)
     if not result.ok:
         raise Unreachable(
             f"{cluster.name}/{server.name}: observing failed (exit {result.exit_code}): {result.err_text()[:300]}"

@@ -18,6 +18,9 @@ command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 # the Zato stand-in runs as an unprivileged test user with the system's python3
 [ -x /usr/bin/python3 ] || missing+=(python3)
 command -v runuser >/dev/null || missing+=(util-linux)
+# the observe script is tested under both awks a Zato host may have: mawk (Debian, Ubuntu) and gawk (RHEL)
+command -v mawk >/dev/null || missing+=(mawk)
+command -v gawk >/dev/null || missing+=(gawk)
 # the high-availability tests start a private PostgreSQL server (tests/e2e/pgbed.py); no system cluster is used
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then

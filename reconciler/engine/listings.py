@@ -23,7 +23,7 @@ from typing import Any
 
 from reconciler.core.state import DesiredCluster, ObservedServer
 from reconciler.engine.facts import write_json
-from reconciler.observe import LISTINGS, Expected
+from reconciler.observe import LISTINGS, Expected, listed
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,8 @@ FORMAT = 1
 
 
 def _sections(dc: DesiredCluster, observed: ObservedServer) -> dict[str, Mapping[str, str]]:
-    """The listings observe returns in full: the pickup dir always; the deployed dir where it is its own
-    (`work/hot-deploy/current`, 3.2 and 3.3; on 4.1 the pickup dir is the deployed dir)."""
-    out: dict[str, Mapping[str, str]] = {"pickup": observed.pickup}
-    if dc.profile.deployed_in == "work":
-        out["current"] = observed.deployed
-    return out
+    """The listings observe returns (`observe.listed`), as observed."""
+    return {k: observed.deployed if k == "current" else observed.pickup for k in listed(dc.profile.deployed_in)}
 
 
 class Listings:

@@ -16,6 +16,25 @@ from reconciler.manifest.model import Cluster, Server
 from reconciler.observe import HASH_CACHE, OBSERVE_SCRIPT, listing_digest, parse_observation
 from reconciler.transport import script_argv
 
+#: the awks a Zato host may have: Debian and Ubuntu ship mawk, RHEL and its kin gawk (busybox's cannot split on NUL
+#: and is not supported: docs/hosts.md)
+AWKS = ("mawk", "gawk")
+
+
+@pytest.fixture(autouse=True, params=AWKS)
+def awk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+        monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test of the script runs once under each awk, put first on PATH as `awk`."""
+    import shutil
+
+    found = shutil.which(request.param)
+    if found is None:
+        pytest.fail(f"{request.param} is not installed (tests/run.sh installs it)")
+    shim = tmp_path_factory.mktemp(f"awk-{request.param}")
+    (shim / "awk").symlink_to(found)
+    monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+    return str(request.param)
+
 CONF = """[main]
 gunicorn_bind=0.0.0.0:17011
 work_dir = {work}
@@ -43,7 +62,9 @@ def observe(root: Path, version: str = "3.2") -> ObservedServer:
     cluster = Cluster.model_validate(
         {"name": "prod", "zato_version": version, "servers": [{"name": "s1", "path": str(root)}]}
     )
-    out = subprocess.run(script_argv(OBSERVE_SCRIPT, str(root), "ro", "-", "-"), capture_output=True, check=True).stdout
+    lists = "both" if version != "4.1" else "pickup"
+    argv = script_argv(OBSERVE_SCRIPT, str(root), "ro", lists, "-")
+    out = subprocess.run(argv, capture_output=True, check=True).stdout
     return parse_observation(cluster, cluster.servers[0], out.decode())
 
 
@@ -137,7 +158,7 @@ def test_the_running_servers_environment_and_pickup_conf_name_the_folders_it_rea
     try:
         (srv / "pidfile").write_text(str(proc.pid))
         cluster = Cluster.model_validate({"name": "prod", "servers": [{"name": "s1", "path": str(srv)}]})
-        argv = script_argv(OBSERVE_SCRIPT, str(srv), "ro", "-", "-")
+        argv = script_argv(OBSERVE_SCRIPT, str(srv), "ro", "both", "-")
         out = subprocess.run(argv, capture_output=True, check=True).stdout.decode()
         obs = parse_observation(cluster, cluster.servers[0], out)
     finally:
@@ -168,12 +189,12 @@ def test_ipc_port_start_is_read_from_whichever_section_holds_it(tmp_path: Path) 
 
 
 def run_script(
-    srv: Path, cache: str, now: float | None = None, *specs: str, wants: tuple[str, str] = ("-", "-")
+    srv: Path, cache: str, now: float | None = None, *specs: str, want: str = "-", lists: str = "both"
 ) -> str:
     env = dict(os.environ)
     if now is not None:
         env["ZG_NOW"] = str(now)
-    return subprocess.run(script_argv(OBSERVE_SCRIPT, str(srv), cache, *wants, *specs), capture_output=True,
+    return subprocess.run(script_argv(OBSERVE_SCRIPT, str(srv), cache, lists, want, *specs), capture_output=True,
                           check=True, env=env).stdout.decode()
 
 
@@ -253,7 +274,7 @@ def test_a_server_dir_we_cannot_write_is_observed_without_writing_a_cache() -> N
         top.chmod(0o755)
         srv, _ = deployed_server(top)
         srv.chmod(0o555)
-        argv = script_argv(OBSERVE_SCRIPT, str(srv), "rw", "-", "-")
+        argv = script_argv(OBSERVE_SCRIPT, str(srv), "rw", "both", "-")
         if os.geteuid() == 0:
             argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
         text = subprocess.run(argv, capture_output=True, check=True, env=dict(os.environ, ZG_NOW=str(later())),
@@ -292,19 +313,48 @@ def test_a_listing_that_is_what_we_expect_comes_back_as_same_and_any_other_in_fu
     srv, current = deployed_server(tmp_path)
     right = {f"m{i}.py": hashlib.sha256(f"x = {i}\n".encode()).hexdigest() for i in range(3)}
     pickup: dict[str, str] = {}
-    text = run_script(srv, "ro", wants=(listing_digest(right), listing_digest(pickup)))
-    assert "@@same current" in text and "@@same pickup" in text and "m1.py" not in text
+    text = run_script(srv, "ro", want=listing_digest({"current": right, "pickup": pickup}))
+    assert "@@same" in text and "m1.py" not in text
     obs = parse_observation(*cluster_and_server(srv), text, {"current": right, "pickup": pickup})
     assert obs.deployed == right and obs.pickup == {}
     # one module differs from what we expect: the whole listing comes back, and it is what is on the server
     wrong = dict(right, **{"m1.py": "0" * 64})
-    text = run_script(srv, "ro", wants=(listing_digest(wrong), "-"))
-    assert "@@same current" not in text
-    assert parse_observation(*cluster_and_server(srv), text, {"current": wrong}).deployed == right
+    text = run_script(srv, "ro", want=listing_digest({"current": wrong, "pickup": pickup}))
+    assert "@@same" not in text
+    assert parse_observation(*cluster_and_server(srv), text, {"current": wrong, "pickup": pickup}).deployed == right
+    # the same files expected in the other dir is not the same listing
+    text = run_script(srv, "ro", want=listing_digest({"current": pickup, "pickup": right}))
+    assert "@@same" not in text
     # a file we do not expect at all (demo.py) also makes it differ
     (current / "demo.py").write_text("d\n")
-    text = run_script(srv, "ro", wants=(listing_digest(right), "-"))
-    assert parse_observation(*cluster_and_server(srv), text, {"current": right}).deployed["demo.py"]
+    text = run_script(srv, "ro", want=listing_digest({"current": right, "pickup": pickup}))
+    assert parse_observation(*cluster_and_server(srv), text, {"current": right, "pickup": pickup}).deployed["demo.py"]
+
+
+def test_a_cache_left_by_a_killed_writer_is_removed_by_the_next_one(tmp_path: Path) -> None:
+    srv, _ = deployed_server(tmp_path)
+    stale = srv / f"{HASH_CACHE}.999999"
+    stale.write_text("@@dir /x/\n")  # a write cut off by SIGKILL: no @@end, never renamed
+    run_script(srv, "ro", later())
+    assert stale.exists()  # plan writes nothing, and removes nothing either
+    run_script(srv, "rw", later())
+    assert not stale.exists() and (srv / HASH_CACHE).read_text().endswith("@@end\n")
+
+
+def test_an_empty_server_is_the_empty_listing_we_expect(tmp_path: Path) -> None:
+    srv = make_server(tmp_path / "s1")
+    text = run_script(srv, "ro", want=listing_digest({"current": {}, "pickup": {}}))
+    assert "@@same" in text
+
+
+def test_on_4_1_only_the_pickup_dir_is_listed(tmp_path: Path) -> None:
+    srv, _ = deployed_server(tmp_path)
+    (srv / "pickup" / "incoming" / "services").mkdir(parents=True, exist_ok=True)
+    (srv / "pickup" / "incoming" / "services" / "p.py").write_text("p\n")
+    text = run_script(srv, "ro", lists="pickup")
+    assert "pickup " in text and "current " not in text and "m1.py" not in text
+    want = listing_digest({"pickup": {"p.py": hashlib.sha256(b"p\n").hexdigest()}})
+    assert "@@same" in run_script(srv, "ro", want=want, lists="pickup")
 
 
 def cluster_and_server(srv: Path) -> tuple[Cluster, Server]:
