@@ -4,8 +4,8 @@ The script runs with the server directory as its only argument (passed as a posi
 into the script). It reads server.conf, resolves the pickup and work dirs the way Zato does (relative to
 config/repo, `~` expanded, absolute paths as given), and prints sections: the .zato-info file, the resolved paths,
 the sha256 of each `*.py` in the deployed dir and the pickup dir, the log's size and inode, and whether the pidfile
-names a live process. Only sh, awk (mawk or gawk), GNU find, sort and sha256sum are needed on the server. `parse_observation` turns the
-output into an `ObservedServer` and is unit-tested on captured output.
+names a live process. Only sh, awk (mawk or gawk), GNU find, sort and sha256sum are needed on the server.
+`parse_observation` turns the output into an `ObservedServer` and is unit-tested on captured output.
 """
 
 from __future__ import annotations

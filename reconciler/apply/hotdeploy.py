@@ -109,6 +109,13 @@ def _mb(n: int) -> str:
     return f"{n / 1_000_000:.1f} MB"
 
 
+def some(names: Sequence[str], limit: int = 5) -> str:
+    """Names for a progress line that fits a terminal: `a.py, b.py and 1998 more` (a first deploy names thousands)."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:limit - 1])} and {len(names) - limit + 1} more"
+
+
 #: "interrupted": the run was asked to stop (Ctrl-C, SIGTERM, lost lead) before this server confirmed
 Outcome = Literal["confirmed", "failed", "timeout", "not-sent", "error", "interrupted"]
 
@@ -216,7 +223,7 @@ def hot_deploy(
             _install(transports[server], obs.paths, items, tar)
             results[server].dropped = list(drops[server])
             on_copied(server)
-            progress(f"{desired.name}/{server}: copied {', '.join(drops[server])} into {obs.paths.pickup_dir}")
+            progress(f"{desired.name}/{server}: copied {some(drops[server])} into {obs.paths.pickup_dir}")
         except ReconcilerError as e:
             results[server].error = e.render()  # with its hint: what to do about a full disk
 
@@ -263,7 +270,7 @@ def await_confirmations(
     deadline = clock() + timeout
     waiting = {s for s, sc in scanners.items() if not sc.done}
     if waiting:
-        progress(f"{desired.name}: waiting for {', '.join(sorted(waiting))} to confirm in logs/server.log")
+        progress(f"{desired.name}: waiting for {some(sorted(waiting), 10)} to confirm in logs/server.log")
 
     def read_one(server: str) -> None:
         try:
@@ -283,8 +290,11 @@ def await_confirmations(
             if sc.done or results[s].error:
                 waiting.discard(s)
                 if not results[s].error:
-                    progress(f"{desired.name}/{s}: " + ", ".join(
-                        f"{m} {v.status}" for m, v in sorted(sc.verdicts.items())))
+                    by_status: dict[str, list[str]] = {}
+                    for m, v in sorted(sc.verdicts.items()):
+                        by_status.setdefault(v.status, []).append(m)
+                    progress(f"{desired.name}/{s}: " + "; ".join(
+                        f"{some(ms)} {status}" for status, ms in sorted(by_status.items())))
         if not waiting or clock() >= deadline or (stop is not None and stop.is_set()):
             break
         sleep(interval)

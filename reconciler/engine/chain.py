@@ -673,16 +673,20 @@ class Engine:
         self, run: _Run, modules: Mapping[str, Module], cluster: str, servers: dict[str, ServerResult]
     ) -> list[Record]:
         out: list[Record] = []
+        at, by = utc_now(), self.by
         for server, r in servers.items():
+            started, finished, dropped = _iso(r.started), _iso(r.finished), set(r.dropped)
             for module, outcome in sorted(r.modules.items()):
                 m = modules[module]
-                rec = run.record(
-                    Action.HOT_DEPLOY, outcome, cluster=cluster, server=server, module=m.repo_path, blob=m.blob,
-                    sha256=m.sha256, dropped=module in r.dropped, started=_iso(r.started), finished=_iso(r.finished))
+                # made whole, not run.record(...).but(...): a first deploy makes one per module and server
+                detail, reason = "", None
                 if outcome != "confirmed":
-                    rec = rec.but(detail=r.error or "\n".join(r.lines.get(module, []))[-2000:],
-                                  reason=HOT_REASONS.get(outcome, Reason.DEPLOY_ERROR))
-                out.append(rec)
+                    detail = r.error or "\n".join(r.lines.get(module, []))[-2000:]
+                    reason = HOT_REASONS.get(outcome, Reason.DEPLOY_ERROR)
+                out.append(Record(
+                    at=at, run=run.id, by=by, commit=run.commit, action=Action.HOT_DEPLOY, outcome=outcome,
+                    cluster=cluster, server=server, module=m.repo_path, blob=m.blob, sha256=m.sha256,
+                    dropped=module in dropped, started=started, finished=finished, detail=detail, reason=reason))
         return out
 
     def _record(self, commit: str, records: list[Record]) -> PushResult:

@@ -94,35 +94,32 @@ class Record:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
+        # a first deploy of thousands of modules writes, journals and reads back one record per module and server:
+        # the fields are read from __dict__ (set in field order by __init__), not through dataclasses.fields()
         out: dict[str, Any] = {}
-        for f in fields(self):
-            if f.name == "extra":
-                continue
-            value = getattr(self, f.name)
-            if value is None or value == "":
+        for name, value in self.__dict__.items():
+            if value is None or value == "" or name == "extra":
                 continue
             if isinstance(value, StrEnum):
                 value = str(value)
             elif isinstance(value, tuple):
                 value = list(value)
-            out[f.name] = value
+            out[name] = value
         # an action this version does not know was read into `extra`: write it back as it was
+        if not self.extra:
+            return out
         return out | {k: v for k, v in self.extra.items() if k not in out or k == "action"}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Record:
-        known = {f.name for f in fields(cls)} - {"extra"}
-        kw: dict[str, Any] = {}
-        for k in known:
-            if k in data and data[k] is not None:
-                kw[k] = data[k]
-        for k in ("at", "run", "by", "commit", "outcome", "cluster", "server", "module", "blob", "sha256", "rollout",
-                  "started", "finished", "ready", "detail"):
-            kw[k] = str(kw.get(k, ""))
+        known = _KNOWN
+        kw: dict[str, Any] = {k: v for k, v in data.items() if k in known and v is not None}  # in field order
+        for k in _TEXT:
+            v = kw.get(k, "")
+            kw[k] = v if type(v) is str else str(v)
         action = str(kw.get("action", ""))
-        kw["action"] = Action(action) if action in Action._value2member_map_ else Action.REFUSED
-        reason = str(kw.get("reason", ""))
-        kw["reason"] = Reason(reason) if reason in Reason._value2member_map_ else None
+        kw["action"] = _ACTIONS.get(action, Action.REFUSED)
+        kw["reason"] = _REASONS.get(str(kw.get("reason", "")))
         if "files" in kw:
             kw["files"] = tuple(str(f) for f in kw["files"])
         if "dropped" in kw:
@@ -133,6 +130,14 @@ class Record:
             except (TypeError, ValueError):
                 del kw["duration"]
         extra = {k: v for k, v in data.items() if k not in known}
-        if action and action not in Action._value2member_map_:
+        if action and action not in _ACTIONS:
             extra["action"] = action
         return cls(**kw, extra=extra)
+
+
+#: what `Record.from_dict` reads: the fields it knows, those that are text, and the enums by value
+_KNOWN = frozenset(f.name for f in fields(Record)) - {"extra"}
+_TEXT = ("at", "run", "by", "commit", "outcome", "cluster", "server", "module", "blob", "sha256", "rollout", "started",
+         "finished", "ready", "detail")
+_ACTIONS: dict[str, Action] = {str(a): a for a in Action}
+_REASONS: dict[str, Reason] = {str(r): r for r in Reason}

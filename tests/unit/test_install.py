@@ -194,3 +194,11 @@ def test_sixty_servers_two_hundred_modules_run_within_the_parallelism_cap() -> N
     assert all(r.ok for r in results.values()), [r.error for r in results.values() if not r.ok][:3]
     assert all(t.installs == 1 and len(t.dropped) == 200 for t in transports.values())  # one stream per server
     assert 1 <= Recording.peak <= 4  # never more commands at once than the cap, never a thread per module
+
+
+def test_progress_names_a_few_modules_and_counts_the_rest() -> None:
+    from reconciler.apply.hotdeploy import some
+
+    assert some(["a.py"]) == "a.py"
+    assert some([f"m{i}.py" for i in range(5)]) == "m0.py, m1.py, m2.py, m3.py, m4.py"
+    assert some([f"m{i}.py" for i in range(2000)]) == "m0.py, m1.py, m2.py, m3.py and 1996 more"
