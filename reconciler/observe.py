@@ -16,13 +16,17 @@ import posixpath
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
-from reconciler.core.state import DesiredCluster, LogMark, ObservedCluster, ObservedServer, ServerPaths
 from reconciler.errors import ReconcilerError, Stalled, Unreachable
-from reconciler.manifest.model import Cluster, Server
 from reconciler.transport import Transport, script_argv
 from reconciler.zato.profiles import profile
+
+if TYPE_CHECKING:  # the state types load pydantic (the manifest model): an apply that finds nothing to do never
+    # needs them, only the script and `fingerprint` (engine/noop.py), so they are imported where they are made
+    from reconciler.core.state import DesiredCluster, ObservedCluster, ObservedServer
+    from reconciler.manifest.model import Cluster, Server
 
 #: the first awk of the observe script: reads .zato-info, server.conf, the server process's environment
 #: (NUL-separated `K=V`, read with RS set to NUL) and pickup.conf, in that order; prints the resolved pickup dir
@@ -364,6 +368,8 @@ def _extra_pickup(lines: list[str], server_dir: str) -> tuple[str, ...]:
 def parse_observation(cluster: Cluster, server: Server, text: str, expected: Expected | None = None) -> ObservedServer:
     """The pure half of observe: script output -> ObservedServer. Raises Stalled for a server dir that is wrong.
     A listing the script answered with `@@same` is the one in `expected` (the script checked its digest)."""
+    from reconciler.core.state import LogMark, ObservedServer, ServerPaths
+
     sec = _sections(text)
     if "fatal" in sec:
         reason = sec["fatal"][0] if sec["fatal"] else "unknown"
@@ -428,6 +434,54 @@ def parse_observation(cluster: Cluster, server: Server, text: str, expected: Exp
 CacheMode = Literal["rw", "ro", "off"]
 
 
+def fingerprint(text: str) -> str:
+    """What a server answered, less what moves while nothing changes (the log's size): two answers with the same
+    fingerprint observe the same server state, so they give the same plan (engine/noop.py relies on it)."""
+    lines = text.split("\n")
+    if "@@log" in lines:
+        i = lines.index("@@log")
+        del lines[i : i + 2]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What asking one server again would take and give while nothing changes on it: the observe script's
+    arguments (expecting the listings just seen) and the fingerprint of its answer (`@@same` for them)."""
+
+    args: tuple[str, ...]
+    fingerprint: str
+
+
+def _answer(args: tuple[str, ...], text: str, seen: Expected) -> Answer:
+    """The Answer for a round trip that sent `args` and got `text`, whose listings were `seen`."""
+    if "\n@@listing\n" in text:  # sent in full: the same question next time expects what it listed
+        start, end = text.rindex("\n@@listing\n"), text.rindex("\n@@end")
+        text = text[:start] + "\n@@same" + text[end:]
+        args = (*args[:3], listing_digest(seen), *args[4:])
+    return Answer(args, fingerprint(text))
+
+
+def observe_args(
+    server_path: str, zato_version: str, cache: CacheMode, expected: Expected | None, specs: Sequence[str]
+) -> tuple[str, ...]:
+    """The observe script's arguments: the server dir, the cache mode, the listings it returns, the digest of what
+    we expect them to hold (answered `@@same` when right) and the static trees to hash."""
+    kinds = listed(profile(zato_version).deployed_in)
+    want = "-"
+    if expected and all(k in expected for k in kinds):
+        want = listing_digest({k: expected[k] for k in kinds})
+    return (server_path, cache, "both" if len(kinds) == 2 else "pickup", want, *specs)
+
+
+def run_observe(transport: Transport, args: Sequence[str], what: str, timeout: float) -> str:
+    """One round trip: the observe script with `args`; its output, or Unreachable naming `what` (cluster/server)."""
+    result = transport.run(script_argv(OBSERVE_SCRIPT, *args), timeout=timeout)
+    if not result.ok:
+        raise Unreachable(f"{what}: observing failed (exit {result.exit_code}): {result.err_text()[:300]}")
+    return result.text()
+
+
 def observe_server(
     transport: Transport,
     cluster: Cluster,
@@ -436,21 +490,17 @@ def observe_server(
     desired: DesiredCluster | None = None,
     cache: CacheMode = "ro",
     expected: Expected | None = None,
+    answers: dict[tuple[str, str], Answer] | None = None,
 ) -> ObservedServer:
-    """One round trip: the observe script with the server dir, the cache mode, the listings it returns, the digest
-    of what we expect them to hold (answered `@@same` when right) and the static trees to hash."""
-    specs = static_specs(desired, server.path)
-    kinds = listed(profile(cluster.zato_version).deployed_in)
-    want = "-"
-    if expected and all(k in expected for k in kinds):
-        want = listing_digest({k: expected[k] for k in kinds})
-    lists = "both" if len(kinds) == 2 else "pickup"
-    result = transport.run(script_argv(OBSERVE_SCRIPT, server.path, cache, lists, want, *specs), timeout=timeout)
-    if not result.ok:
-        raise Unreachable(
-            f"{cluster.name}/{server.name}: observing failed (exit {result.exit_code}): {result.err_text()[:300]}"
-        )
-    return parse_observation(cluster, server, result.text(), expected)
+    """Observe one server in one round trip; `answers` (when given) keeps what was asked and answered."""
+    args = observe_args(server.path, cluster.zato_version, cache, expected, static_specs(desired, server.path))
+    text = run_observe(transport, args, f"{cluster.name}/{server.name}", timeout)
+    observed = parse_observation(cluster, server, text, expected)
+    if answers is not None:
+        kinds = listed(profile(cluster.zato_version).deployed_in)
+        seen = {k: observed.deployed if k == "current" else observed.pickup for k in kinds}
+        answers[(cluster.name, server.name)] = _answer(args, text, seen)
+    return observed
 
 
 ObserveError = tuple[str, str, ReconcilerError]
@@ -464,6 +514,7 @@ def observe_all(
     timeout: float = 60.0,
     cache: CacheMode = "ro",
     expect: Callable[[DesiredCluster, Server], Expected | None] = lambda _d, _s: None,
+    answers: dict[tuple[str, str], Answer] | None = None,
 ) -> tuple[dict[str, ObservedCluster], list[ObserveError]]:
     """Observe every server of every cluster in parallel, one round trip each.
 
@@ -477,12 +528,14 @@ def observe_all(
         d, s = job
         c = d.spec
         try:
-            results[(c.name, s.name)] = observe_server(connect(c, s), c, s, timeout, d, cache, expect(d, s))
+            results[(c.name, s.name)] = observe_server(connect(c, s), c, s, timeout, d, cache, expect(d, s), answers)
         except ReconcilerError as e:
             failures.append((c.name, s.name, e))
 
     with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(jobs)))) as pool:
         list(pool.map(one, jobs))
+    from reconciler.core.state import ObservedCluster
+
     failed = {c for c, _, _ in failures}
     observed = {
         d.name: ObservedCluster(d.name, tuple(results[(d.name, s.name)] for s in d.spec.servers))

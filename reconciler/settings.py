@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from reconciler.defaults import default_state_dir
 from reconciler.errors import ConfigInvalid, Stalled
 from reconciler.manifest.loader import MAX_BYTES, YamlInvalid, capped, explain_validation, parse_yaml
 from reconciler.manifest.model import KeyPath
@@ -49,11 +50,6 @@ class Verify(BaseModel):
     allow_history_rewrite: bool = False
     signing_key: str | None = Field(None, description="Key that signs rollback commits (ssh: a private key file; "
                                     "gpg: a key id), so a rollback passes verification.")
-
-
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "zato-gitops"
 
 
 class Settings(BaseModel):

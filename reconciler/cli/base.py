@@ -176,9 +176,9 @@ def common_options(f: F) -> F:
     return output_options(f)
 
 
-def make_settings(kw: dict[str, Any], **extra: Any) -> Settings:
-    """Settings from the --config file and the common options, wherever on the line they were given: the
-    command's own win over a group's (`zato-gitops --repo X plan`, `rollouts resume ID --config F`)."""
+def given_settings(kw: dict[str, Any]) -> tuple[Path | None, dict[str, Any]]:
+    """(the --config file, the common options' values) wherever on the line they were given: the command's own
+    win over a group's (`zato-gitops --repo X plan`, `rollouts resume ID --config F`)."""
     given = dict(kw)
     ctx = click.get_current_context(silent=True)
     while ctx is not None:
@@ -187,9 +187,15 @@ def make_settings(kw: dict[str, Any], **extra: Any) -> Settings:
                 given[k] = ctx.params[k]
         ctx = ctx.parent
     keys = ("repo", "branch", "manifest", "identity", "known_hosts", "state_dir")
+    return given.get("config"), {k: given.get(k) for k in keys}
+
+
+def make_settings(kw: dict[str, Any], **extra: Any) -> Settings:
+    """Settings from the --config file and the common options (`given_settings`)."""
     from reconciler.settings import load_settings
 
-    return load_settings(given.get("config"), {k: given.get(k) for k in keys} | extra)
+    config, overrides = given_settings(kw)
+    return load_settings(config, overrides | extra)
 
 
 def merged(parent: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:

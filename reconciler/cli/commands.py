@@ -321,20 +321,37 @@ def apply(clusters: tuple[str, ...], confirm_timeout: float | None, as_json: boo
     The first Ctrl-C lets the current server step finish (a server is never left stopped) and then stops; a
     second one aborts at once.
     """
-    from reconciler.cli.render import apply_dict, print_apply
+    from reconciler.engine import noop
+
+    # nothing to do, provably (engine/noop.py): the same report, without loading the model or planning again
+    config, overrides = base.given_settings(kw)
+    key = noop.memo_key(config, overrides, clusters)
+    same, fetched = noop.attempt(key, config, overrides, reporter)
+    if same is not None:
+        if as_json:
+            emit_json(same[0])
+        else:
+            base.out.print(same[1])
+        sys.exit(EXIT_OK)
+
+    from reconciler.cli.render import apply_dict, no_changes, print_apply
     from reconciler.engine.chain import Engine
 
-    engine = Engine(make_settings(kw), reporter, stop=reporter.stop)
+    settings = make_settings(kw)
+    engine = Engine(settings, reporter, stop=reporter.stop)
     engine.confirm_timeout_override = confirm_timeout
     interrupt_on_sigterm()
+    noop.forget(settings.state_dir)
     try:
-        commit = engine.fetch_to_apply()  # an untrusted head is refused here, and recorded
+        commit = engine.fetch_to_apply(fetched=fetched)  # an untrusted head is refused here, and recorded
         known_clusters(engine.source, engine.settings, commit, clusters)
         result = engine.apply(list(clusters) or None, commit=commit)
     finally:
         engine.close()  # the commit statuses still queued go out (each a few tries at most)
+    report = apply_dict(result)
+    noop.remember(engine, settings, key, result, report, no_changes(result.report.commit), clusters)
     if as_json:
-        emit_json(apply_dict(result))
+        emit_json(report)
     else:
         print_apply(base.out, result)
     sys.exit(EXIT_OK if result.ok else EXIT_ERROR)

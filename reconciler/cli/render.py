@@ -186,13 +186,18 @@ def apply_dict(result: ApplyReport) -> dict[str, Any]:
     }
 
 
+def no_changes(commit: str) -> str:
+    """What apply prints when nothing was to be done (also kept in the no-op memo, engine/noop.py)."""
+    return f"Commit {commit[:12]}: no changes, nothing was touched."
+
+
 def print_apply(console: Console, result: ApplyReport) -> None:
     from rich.table import Table
     from rich.text import Text
 
     rep = result.report
     if rep.plan.empty and not rep.unreachable and not result.rollouts:
-        console.print(f"Commit {rep.commit[:12]}: no changes, nothing was touched.")
+        console.print(no_changes(rep.commit))
         return
     table = Table(title=f"Hot-deploy outcome for commit {rep.commit[:12]}", title_justify="left")
     for col in ("cluster", "server", "modules", "outcome"):

@@ -49,7 +49,7 @@ from reconciler.gitrepo.notes import Audit, PushResult, format_at
 from reconciler.gitrepo.records import INTERRUPTED, Action, Reason, Record
 from reconciler.gitrepo.source import Source
 from reconciler.locks import LockHeld, PidLock
-from reconciler.observe import CacheMode, observe_all
+from reconciler.observe import Answer, CacheMode, observe_all
 from reconciler.settings import Settings
 from reconciler.transport import SSHOptions
 from reconciler.transport.connect import Connections
@@ -114,6 +114,8 @@ class Engine:
         self.status_hook: ResultHook | None = None
         self._statuses: StatusPoster | None = None
         self._statuses_off_said = False
+        #: what the last observe asked each server and the fingerprint of its answer (engine/noop.py keeps them)
+        self.answers: dict[tuple[str, str], Answer] = {}
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -130,19 +132,22 @@ class Engine:
         )
 
     # --- steps ---------------------------------------------------------------------------------------------
-    def fetch(self) -> str:
-        """Fetch the branch head and check that it may be applied (`trust.Untrusted` when not)."""
-        self.progress(f"fetching {self.settings.branch}")
-        commit = self.source.fetch()
-        self.progress(f"commit {commit[:12]}")
+    def fetch(self, fetched: str | None = None) -> str:
+        """Fetch the branch head (unless this process just did: `fetched`) and check that it may be applied
+        (`trust.Untrusted` when not)."""
+        commit = fetched
+        if commit is None:
+            self.progress(f"fetching {self.settings.branch}")
+            commit = self.source.fetch()
+            self.progress(f"commit {commit[:12]}")
         self.check_trust(commit)
         return commit
 
-    def fetch_to_apply(self, run_id: str | None = None) -> str:
+    def fetch_to_apply(self, run_id: str | None = None, fetched: str | None = None) -> str:
         """`fetch()` for a command that applies: a head refused as untrusted is also recorded on its commit, so
         `history` shows who tried to release what (a plan records nothing)."""
         try:
-            return self.fetch()
+            return self.fetch(fetched)
         except trust.Untrusted as e:
             self._record(e.commit, [Record(at=utc_now(), run=run_id or uuid.uuid4().hex[:12], by=self.by,
                                            commit=e.commit, action=Action.REFUSED, outcome="failed",
@@ -203,9 +208,10 @@ class Engine:
         clusters = [c for c in desired.clusters if only is None or c.name in only]
         n = sum(len(c.spec.servers) for c in clusters)
         self.progress(f"observing {n} server{'s' if n != 1 else ''}")
+        self.answers = {}
         observed, failures = observe_all(
             clusters, conns.get, parallelism=self.settings.parallelism, timeout=self.settings.command_timeout,
-            cache=cache, expect=lambda dc, server: self.listings.expected(dc, server.name),
+            cache=cache, expect=lambda dc, server: self.listings.expected(dc, server.name), answers=self.answers,
         )
         for dc in clusters:
             for server in observed[dc.name].servers if dc.name in observed else ():

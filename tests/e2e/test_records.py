@@ -211,6 +211,54 @@ def test_an_apply_with_nothing_to_do_loads_no_database_library_and_leaves_the_st
     assert (state.read_bytes(), state.stat().st_mtime_ns, note(world, commit)) == before
 
 
+def test_a_second_apply_with_nothing_to_do_answers_from_the_memo_until_a_server_drifts(world: World) -> None:
+    """engine/noop.py: after an apply that found nothing to do, the next one asks the servers the same question and,
+    every answer the same, prints the same report without loading the manifest model; a server that drifted
+    (a deployed module deleted by hand) sends the apply the full way, which puts the module back."""
+    commit = world.commit({"zato-gitops.yaml": world.manifest(), **MODULES})
+    assert world.cli("apply").returncode == 0
+    code, full, modules = apply_json(world)  # the full way: it finds nothing to do and keeps the memo
+    assert_nothing_changed(code, full)
+    assert "pydantic" in modules and (world.state_dir / "noop.json").is_file()
+    code, fast, modules = apply_json(world)
+    assert_nothing_changed(code, fast)
+    assert {"pydantic", "sqlalchemy", "rich", "alembic"} & modules == set(), sorted(modules)
+    assert fast["run"] != full["run"] and {**fast, "run": ""} == {**full, "run": ""}
+    r = world.cli("apply")
+    assert r.returncode == 0 and "nothing was touched" in r.stdout and "last found in sync" in r.stderr, r.stderr
+    # a module removed from one server's deployed dir behind the reconciler's back
+    gone = world.servers[1].path / "work" / "hot-deploy" / "current" / "m2.py"
+    gone.unlink()
+    code, data, modules = apply_json(world)
+    assert code == 0 and data["ok"] and "pydantic" in modules, data
+    assert data["plan"]["changes_pending"] is True and data["servers"], data
+    deadline = time.monotonic() + 30
+    while not gone.exists():  # 3.2: the cluster deploys it again on every server
+        assert time.monotonic() < deadline, "the drifted module was never deployed again"
+        time.sleep(0.1)
+    assert not (world.state_dir / "noop.json").exists()  # the full way found work: no memo until a clean no-op
+    records = note(world, commit)
+    assert any(x["module"] == "services/m2.py" and x["outcome"] == "confirmed" for x in records[12:]), records
+
+
+def test_a_new_commit_or_other_settings_go_the_full_way(world: World) -> None:
+    world.commit({"zato-gitops.yaml": world.manifest(), **MODULES})
+    assert world.cli("apply").returncode == 0
+    assert world.cli("apply").returncode == 0  # keeps the memo
+    code, data, modules = apply_json(world)
+    assert_nothing_changed(code, data)
+    assert "pydantic" not in modules
+    # another scope (--cluster) is another key: the full way, which keeps a memo of its own
+    r = world.cli("apply", "--cluster", "prod")
+    assert r.returncode == 0 and "last found in sync" not in r.stderr, r.stderr
+    # a new commit: the full way deploys it (the head was fetched once, not twice)
+    commit = world.commit({"services/m9.py": service_module("M9", name="acme.m9")})
+    r = world.cli("apply")
+    assert r.returncode == 0 and "last found in sync" not in r.stderr, r.stderr
+    assert r.stderr.count("> fetching main") == 1, r.stderr
+    assert any(x["module"] == "services/m9.py" for x in note(world, commit))
+
+
 def test_an_apply_that_finds_a_killed_run_finishes_its_record_through_the_journal(world: World) -> None:
     commit = killed_before_confirmation(world, deploy_delay=1.5)
     code, data, modules = apply_json(world)

@@ -15,7 +15,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[2] / "reconciler"
 
 FLOORS: list[tuple[int, tuple[str, ...]]] = [
-    (0, ("__init__", "__version__", "errors", "settings", "zato", "manifest", "transport", "locks", "core",
+    (0, ("__init__", "__version__", "errors", "defaults", "settings", "zato", "manifest", "transport", "locks", "core",
          "core.state", "gitrepo", "gitrepo.source", "gitrepo.records", "gitrepo.trust", "gitrepo.blobs", "githost",
          "engine.scheduler", "daemon.logsetup", "db")),
     (1, ("observe", "core.desired", "engine.facts")),
