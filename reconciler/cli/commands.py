@@ -318,6 +318,9 @@ def apply(clusters: tuple[str, ...], confirm_timeout: float | None, as_json: boo
     deployed it, then writes the outcome to refs/notes/zato-gitops on the commit and pushes it. Exit 0 when every
     server confirmed (or nothing had to change), 1 otherwise.
 
+    After an apply that found nothing to do, the next one with the same commit and settings asks every server the
+    same question and, if every answer is the same, says so without planning again ("last found in sync").
+
     The first Ctrl-C lets the current server step finish (a server is never left stopped) and then stops; a
     second one aborts at once.
     """
