@@ -663,6 +663,14 @@ def main() -> int:
              f"{', '.join(peers) or 'no peer'} ran on {', '.join(sorted(f'{a}x{b}' for a, b in peer_cells))} only"
              + (f", and ansible's builtin.copy on {'x'.join(map(str, min(peer_cells)))} only"
                 if "ansible-copy" in peers else "") + ": they take minutes per scenario beyond that"]
+    if "ansible-copy" not in peers:
+        notes.append("ansible's builtin.copy was not run: 111-167 s per scenario at 1 x 200 (the run of 2026-11-29 "
+                     "20:08 UTC), and on Zato 3.2 it deploys nothing (the 3-server tables above)")
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    notes += [f"zato-gitops ran from {head.stdout.strip() or 'this checkout'} with its bytecode compiled; one untimed "
+              "no-op before the timed rounds writes the servers' hash caches and the no-op memo",
+              "peak RSS is read when the bench reaps each command, and counts the command from its fork: a figure at "
+              "the bench's own size (45-70 MB here) says the command stayed below it"]
 
     def save() -> None:
         args.raw.write_text(json.dumps({"machine": info, "cells": cells, "notes": notes,
