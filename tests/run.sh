@@ -2,9 +2,8 @@
 # Run the whole test suite on a fresh Debian/Ubuntu machine with Python >= 3.11.
 # Installs what the tests need when it is missing (OpenSSH server for the end-to-end tests, HAProxy for the drain
 # test, PostgreSQL for the two-node tests, git, gnupg for the signature tests, mawk and gawk for the observe
-# script), makes a virtualenv in .venv,
-# installs the project with its test extras, then runs ruff, mypy --strict and pytest. Extra arguments go to
-# pytest (e.g. `bash tests/run.sh -k hot_deploy`).
+# script), makes a virtualenv in .venv, installs the project with its test extras, then runs ruff, mypy --strict
+# and pytest. Extra arguments go to pytest (e.g. `bash tests/run.sh -k hot_deploy`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
