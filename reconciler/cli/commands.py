@@ -329,8 +329,8 @@ def apply(clusters: tuple[str, ...], confirm_timeout: float | None, as_json: boo
     # nothing to do, provably (engine/noop.py): the same report, without loading the model or planning again
     config, overrides = base.given_settings(kw)
     key = noop.memo_key(config, overrides, clusters)
-    same, fetched = noop.attempt(key, config, overrides, reporter)
-    if same is not None:
+    same = noop.attempt(key, config, overrides, reporter)
+    if not isinstance(same, noop.Declined):
         if as_json:
             emit_json(same[0])
         else:
@@ -343,10 +343,11 @@ def apply(clusters: tuple[str, ...], confirm_timeout: float | None, as_json: boo
     settings = make_settings(kw)
     engine = Engine(settings, reporter, stop=reporter.stop)
     engine.confirm_timeout_override = confirm_timeout
+    engine.pool = same.pool
     interrupt_on_sigterm()
     noop.forget(settings.state_dir)
     try:
-        commit = engine.fetch_to_apply(fetched=fetched)  # an untrusted head is refused here, and recorded
+        commit = engine.fetch_to_apply(fetched=same.fetched)  # an untrusted head is refused here, and recorded
         known_clusters(engine.source, engine.settings, commit, clusters)
         result = engine.apply(list(clusters) or None, commit=commit)
     finally:

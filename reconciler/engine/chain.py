@@ -57,6 +57,7 @@ from reconciler.transport.connect import Connections
 if TYPE_CHECKING:  # SQLAlchemy (~0.1 s) loads with the journal and the store, the first time a run needs them
     from reconciler.apply.store import RolloutStore
     from reconciler.engine.journal import HotDeployStep, Journal, Verdicts
+    from reconciler.transport.ssh import SSHPool
 
 Progress = Callable[[str], None]
 
@@ -116,6 +117,8 @@ class Engine:
         self._statuses_off_said = False
         #: what the last observe asked each server and the fingerprint of its answer (engine/noop.py keeps them)
         self.answers: dict[tuple[str, str], Answer] = {}
+        #: SSH connections the no-op memo's check made (engine/noop.py), used by the next `connections()`
+        self.pool: SSHPool | None = None
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -123,12 +126,14 @@ class Engine:
             yield
 
     def connections(self) -> Connections:
+        pool, self.pool = self.pool, None
         return Connections(
             SSHOptions(
                 identity=self.settings.identity,
                 known_hosts=self.settings.known_hosts,
                 connect_timeout=self.settings.connect_timeout,
-            )
+            ),
+            pool,
         )
 
     # --- steps ---------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from reconciler.engine.chain import Engine
     from reconciler.engine.results import ApplyReport
     from reconciler.settings import Settings
+    from reconciler.transport.ssh import SSHPool
 
 log = logging.getLogger(__name__)
 
@@ -161,18 +163,26 @@ def remember(
 Same = tuple[dict[str, Any], str]
 
 
+@dataclass
+class Declined:
+    """What the memo's check leaves the full way: the branch head if it fetched it (not fetched again), and the
+    SSH connections it made (a host that failed to connect is not waited for a second time)."""
+
+    fetched: str | None = None
+    pool: SSHPool | None = None
+
+
 def attempt(
     key: str | None, config: Path | None, overrides: Mapping[str, Any], progress: Callable[[str], None]
-) -> tuple[Same | None, str | None]:
-    """((the no-op's JSON document with a new run id, its text), None) when this apply provably has nothing to do;
-    else (None, the branch head if it was fetched, so the full way does not fetch it again). `key`: `memo_key`
-    of this apply."""
-    fetched: list[str] = []
+) -> Same | Declined:
+    """(the no-op's JSON document with a new run id, its text) when this apply provably has nothing to do; else
+    what the full way can take over. `key`: `memo_key` of this apply."""
+    left = Declined()
     try:
-        return _attempt(key, config, overrides, progress, fetched), None
+        return _attempt(key, config, overrides, progress, left)
     except Exception as e:  # any doubt at all: the full way decides, and reports what is wrong
         log.debug("no-op memo not used: %s", e)
-        return None, fetched[0] if fetched else None
+        return left
 
 
 class _Declined(Exception):
@@ -181,7 +191,7 @@ class _Declined(Exception):
 
 def _attempt(
     key: str | None, config: Path | None, overrides: Mapping[str, Any], progress: Callable[[str], None],
-    fetched: list[str],
+    left: Declined,
 ) -> Same:
     if key is None:
         raise _Declined("the config file cannot be read")
@@ -202,12 +212,12 @@ def _attempt(
     except LockHeld:
         raise _Declined("another apply holds the state dir") from None
     try:
-        return _verify(memo, state_dir, progress, fetched)
+        return _verify(memo, state_dir, progress, left)
     finally:
         lock.release()
 
 
-def _verify(memo: dict[str, Any], state_dir: Path, progress: Callable[[str], None], fetched: list[str]) -> Same:
+def _verify(memo: dict[str, Any], state_dir: Path, progress: Callable[[str], None], left: Declined) -> Same:
     from reconciler.apply.rollouts import TAKEN_UP
     from reconciler.db.probe import quiet
     from reconciler.gitrepo.notes import Audit
@@ -216,8 +226,7 @@ def _verify(memo: dict[str, Any], state_dir: Path, progress: Callable[[str], Non
     source = Source(memo["repo"], memo["branch"], state_dir, ssh_command=memo["ssh_command"])
     try:
         progress(f"fetching {memo['branch']}")
-        commit = source.fetch()
-        fetched.append(commit)
+        commit = left.fetched = source.fetch()
         progress(f"commit {commit[:12]}")
         if commit != memo["commit"]:
             raise _Declined("another commit")
@@ -230,14 +239,14 @@ def _verify(memo: dict[str, Any], state_dir: Path, progress: Callable[[str], Non
     servers: list[dict[str, Any]] = memo["servers"]
     n = len(servers)
     progress(f"observing {n} server{'s' if n != 1 else ''}")
-    if not _same_answers(memo, servers):
+    if not _same_answers(memo, servers, left):
         raise _Declined("a server answered otherwise")
     progress(f"every server answered as when {commit[:12]} was last found in sync: nothing to do")
     report: dict[str, Any] = memo["report"]
     return report | {"run": uuid.uuid4().hex[:12]}, str(memo["text"])
 
 
-def _same_answers(memo: dict[str, Any], servers: list[dict[str, Any]]) -> bool:
+def _same_answers(memo: dict[str, Any], servers: list[dict[str, Any]], left: Declined) -> bool:
     from reconciler.observe import fingerprint, run_observe
     from reconciler.transport import SSHOptions, Transport
     from reconciler.transport.local import LocalTransport
@@ -261,9 +270,11 @@ def _same_answers(memo: dict[str, Any], servers: list[dict[str, Any]]) -> bool:
                            float(memo["command_timeout"]))
         return fingerprint(text) == str(s["fingerprint"])
 
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, min(int(memo["parallelism"]), len(servers)))) as ex:
-            return all(list(ex.map(same, servers)))  # every server answers: none is left mid-command
-    finally:
+    with ThreadPoolExecutor(max_workers=max(1, min(int(memo["parallelism"]), len(servers)))) as ex:
+        futures = [ex.submit(same, s) for s in servers]  # every server answers: none is left mid-command
+    if all(not f.exception() and f.result() for f in futures):
         if pool is not None:
             pool.close()
+        return True
+    left.pool = None if pool is None else pool.hand_over()
+    return False

@@ -31,9 +31,10 @@ def server_label(cluster: Cluster, server: Server) -> str:
 class Connections:
     """Transports for one run; use as a context manager so every connection is closed at the end."""
 
-    def __init__(self, options: SSHOptions | None = None) -> None:
+    def __init__(self, options: SSHOptions | None = None, pool: SSHPool | None = None) -> None:
         self.options = options or SSHOptions()
-        self._pool: SSHPool | None = None
+        #: made at the first SSH server, or handed over (`SSHPool.hand_over`) by the no-op memo's check
+        self._pool: SSHPool | None = pool
         self._made = threading.Lock()  # observe asks from many threads at once: one pool
 
     def get(self, cluster: Cluster, server: Server) -> Transport:

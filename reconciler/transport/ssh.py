@@ -195,6 +195,8 @@ class SSHPool:
         self._lock = threading.Lock()
         self._slots: dict[_Key, _Slot] = {}
         self._closed = False
+        #: a failed connect is final for this pool (`hand_over`): its next user reports it without waiting again
+        self._failures_final = False
 
     def transport(self, server_label: str, host: str, port: int, user: str) -> SSHTransport:
         """A transport for one server. Nothing connects until its first `run` or `put`."""
@@ -204,6 +206,13 @@ class SSHPool:
         """Live connections held (for diagnostics and tests)."""
         with self._lock:
             return sum(1 for s in self._slots.values() if s.conn is not None and s.conn.alive())
+
+    def hand_over(self) -> SSHPool:
+        """This pool, for a next user in the same process (an apply whose no-op memo did not hold goes the full
+        way with the connections it made): a host that just failed to connect is reported at once, not waited for
+        a second time."""
+        self._failures_final = True
+        return self
 
     def close(self) -> None:
         """Close every connection. Transports from this pool must not be used afterwards."""
@@ -238,7 +247,7 @@ class SSHPool:
                     return slot.conn, True
                 slot.conn.close()
                 slot.conn = None
-            if slot.attempts != seen and slot.failure is not None:
+            if slot.failure is not None and (slot.attempts != seen or self._failures_final):
                 # Another thread just tried while we waited and failed: report that, do not try again.
                 failure = slot.failure
                 raise self._error(failure, label, key) from failure

@@ -259,6 +259,23 @@ def test_a_new_commit_or_other_settings_go_the_full_way(world: World) -> None:
     assert any(x["module"] == "services/m9.py" for x in note(world, commit))
 
 
+def test_a_host_down_after_a_clean_no_op_is_reported_by_the_full_way(world: World) -> None:
+    """The memo's check cannot reach a server: the apply goes the full way, with the connections the check made,
+    and reports that server as not observed (exit 1), its cluster left alone."""
+    world.commit({"zato-gitops.yaml": world.manifest(), **MODULES})
+    assert world.cli("apply").returncode == 0
+    assert world.cli("apply").returncode == 0  # keeps the memo
+    world.hosts[-1].stop()
+    try:
+        code, data, modules = apply_json(world)
+        assert code == 1 and not data["ok"] and data["plan"]["unreachable"], data
+        assert "pydantic" in modules  # the full way
+    finally:
+        world.hosts[-1].start()
+    code, data, _ = apply_json(world)
+    assert_nothing_changed(code, data)
+
+
 def test_an_apply_that_finds_a_killed_run_finishes_its_record_through_the_journal(world: World) -> None:
     commit = killed_before_confirmation(world, deploy_delay=1.5)
     code, data, modules = apply_json(world)

@@ -101,3 +101,31 @@ def test_an_apply_that_finds_nothing_to_do_never_imports_the_manifest_model_to_c
     code = "import sys, reconciler.engine.noop, reconciler.observe; print(sorted(m for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "pydantic" not in out and "reconciler.manifest" not in out and "reconciler.core.state" not in out
+
+
+def test_a_host_the_memos_check_could_not_reach_is_not_waited_for_a_second_time(tmp_path: Path) -> None:
+    """The pool the check hands over reports a failed connect again at once; a fresh pool tries again."""
+    import socket
+
+    from reconciler.errors import Unreachable
+    from reconciler.transport import SSHOptions
+    from reconciler.transport.ssh import SSHPool
+
+    (tmp_path / "known_hosts").write_text("")
+    with socket.socket() as s:  # a port nobody listens on: every connect is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pool = SSHPool(SSHOptions(known_hosts=tmp_path / "known_hosts", connect_timeout=2))
+    t = pool.transport("s1", "127.0.0.1", port, "zato")
+    with pytest.raises(Unreachable):
+        t.run(["true"])
+    slot = next(iter(pool._slots.values()))
+    tried = slot.attempts
+    with pytest.raises(Unreachable):
+        t.run(["true"])
+    assert slot.attempts == tried + 1  # a pool that was not handed over tries again
+    pool.hand_over()
+    with pytest.raises(Unreachable) as e:
+        pool.transport("s2", "127.0.0.1", port, "zato").run(["true"])
+    assert slot.attempts == tried + 1 and "127.0.0.1" in e.value.message  # reported, not tried again
+    pool.close()
